@@ -1,0 +1,56 @@
+# Everything starts from a fresh machine with Python 3.11+ and the package registries.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install run up down status services test test-faults lint bench browser clean
+
+$(STAMP): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Run the whole exchange in the foreground; Ctrl-C stops all of it.
+run: install
+	$(PY) -m exchange.stack run
+
+## The same in the background; returns once /readyz answers 200.
+up: install
+	$(PY) -m exchange.stack up
+
+## Stop everything `make up` or `make run` started.
+down:
+	@if [ -x $(PY) ]; then $(PY) -m exchange.stack down; fi
+
+status: install
+	$(PY) -m exchange.stack status
+
+services: install
+	$(PY) -m exchange.stack services
+
+# Headless Chromium for the admin's browser tests, from Debian's packages.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+		echo "installing chromium for the browser tests"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+## The whole test suite against real PostgreSQL, Redis and Kafka.
+test: install browser services
+	$(PY) -m pytest
+
+test-faults: install services
+	$(PY) -m pytest -m faults
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+bench: install
+	$(PY) benchmarks/engine.py
+
+clean: down
+	rm -rf .run staticfiles

@@ -1,0 +1,140 @@
+"""One error shape for the whole API: `{"error": {"code", "message", "fields"}}` with a 4xx status.
+
+Services raise the domain errors below; the DRF exception handler turns them, DRF's own errors,
+SimpleJWT's and Django's into that shape. A database that is away answers 503, never a 500.
+"""
+
+from decimal import Decimal
+from typing import Any
+
+import structlog
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import DatabaseError, InterfaceError, OperationalError
+from django.http import Http404, JsonResponse
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+log = structlog.get_logger(__name__)
+
+
+class ExchangeError(Exception):
+    status_code = status.HTTP_400_BAD_REQUEST
+
+    def __init__(self, code: str, message: str, *, field: str | None = None, fields: dict | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.fields = dict(fields or {})
+        if field:
+            self.fields.setdefault(field, [message])
+
+
+class InvalidRequest(ExchangeError):
+    pass
+
+
+class InsufficientFunds(ExchangeError):
+    def __init__(self, *, asset: str, needed: Decimal) -> None:
+        super().__init__("insufficient_funds", f"Insufficient {asset} available: {needed.normalize():f} needed.")
+        self.asset = asset
+        self.needed = needed
+
+
+class Conflict(ExchangeError):
+    status_code = status.HTTP_409_CONFLICT
+
+
+class NotFound(ExchangeError):
+    status_code = status.HTTP_404_NOT_FOUND
+
+
+class Unavailable(ExchangeError):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+
+
+def error_body(code: str, message: str, fields: dict | None = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "fields": fields or {}}}
+
+
+def _flatten(detail: Any) -> dict[str, list[str]] | list[str] | str:
+    if isinstance(detail, dict):
+        return {str(key): _flatten(value) for key, value in detail.items()}
+    if isinstance(detail, list):
+        if all(not isinstance(item, (dict, list)) for item in detail):
+            return [str(item) for item in detail]
+        return [_flatten(item) for item in detail]
+    return str(detail)
+
+
+def _first_message(fields: Any) -> str:
+    while isinstance(fields, (dict, list)) and fields:
+        fields = next(iter(fields.values())) if isinstance(fields, dict) else fields[0]
+    return str(fields) if fields else "Invalid input."
+
+
+_CODES = {
+    exceptions.NotAuthenticated: "not_authenticated",
+    exceptions.AuthenticationFailed: "authentication_failed",
+    exceptions.PermissionDenied: "permission_denied",
+    exceptions.NotFound: "not_found",
+    exceptions.MethodNotAllowed: "method_not_allowed",
+    exceptions.NotAcceptable: "not_acceptable",
+    exceptions.UnsupportedMediaType: "unsupported_media_type",
+    exceptions.Throttled: "throttled",
+    exceptions.ParseError: "parse_error",
+}
+
+
+def exception_handler(exc: Exception, context: dict) -> Response | None:
+    if isinstance(exc, ExchangeError):
+        return Response(error_body(exc.code, exc.message, exc.fields), status=exc.status_code)
+    if isinstance(exc, DjangoValidationError):
+        fields = exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
+        return Response(error_body("invalid", _first_message(fields), fields), status=400)
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        log.warning("database_unavailable", error=str(exc))
+        return Response(
+            error_body("service_unavailable", "The database is unavailable; try again shortly."), status=503
+        )
+    if isinstance(exc, DatabaseError):
+        log.error("database_error", exc_info=exc)
+        return Response(error_body("service_unavailable", "A database error occurred; try again."), status=503)
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied()
+
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, exceptions.ValidationError):
+        fields = _flatten(exc.detail)
+        if not isinstance(fields, dict):
+            fields = {"non_field_errors": fields if isinstance(fields, list) else [fields]}
+        response.data = error_body("invalid", _first_message(fields), fields)
+        return response
+
+    detail = exc.detail if isinstance(exc, exceptions.APIException) else str(exc)
+    code = next((c for cls, c in _CODES.items() if isinstance(exc, cls)), "error")
+    if isinstance(detail, dict):
+        # SimpleJWT: {"detail": ..., "code": "token_not_valid", "messages": [...]}
+        code = str(detail.get("code", code))
+        message = str(detail.get("detail", _first_message(detail)))
+    else:
+        message = str(detail)
+    response.data = error_body(code, message)
+    return response
+
+
+def json_not_found(request, exception=None):
+    return JsonResponse(error_body("not_found", "Not found."), status=404)
+
+
+def json_server_error(request):
+    return JsonResponse(error_body("server_error", "Internal error; it has been logged."), status=500)
+
+
+def json_bad_request(request, exception=None):
+    return JsonResponse(error_body("bad_request", "Bad request."), status=400)

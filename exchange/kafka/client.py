@@ -1,0 +1,113 @@
+"""The only place that builds Kafka clients. Settings come from `settings.KAFKA`."""
+
+import contextlib
+import os
+import threading
+from collections.abc import Iterable
+
+import structlog
+from django.conf import settings
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewPartitions, NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+from exchange.kafka import topics
+
+log = structlog.get_logger(__name__)
+
+_producer: KafkaProducer | None = None
+_producer_pid: int | None = None
+_producer_lock = threading.Lock()
+
+
+def producer() -> KafkaProducer:
+    """One producer per process (it is thread-safe); a forked child builds its own."""
+    global _producer, _producer_pid
+    with _producer_lock:
+        if _producer is None or _producer_pid != os.getpid():
+            _producer = KafkaProducer(
+                bootstrap_servers=settings.KAFKA["BOOTSTRAP_SERVERS"],
+                client_id=f"exchange-{settings.EXCHANGE_PROCESS}",
+                **settings.KAFKA["PRODUCER"],
+            )
+            _producer_pid = os.getpid()
+        return _producer
+
+
+def reset_producer() -> None:
+    """Drop the process's producer, e.g. after the broker went away, so the next send reconnects."""
+    global _producer
+    with _producer_lock:
+        if _producer is not None and _producer_pid == os.getpid():
+            try:
+                _producer.close(timeout=1)
+            except Exception:
+                log.warning("kafka_producer_close_failed", exc_info=True)
+        _producer = None
+
+
+def send(topic: str, key: str, value: bytes, *, timeout: float | None = None) -> None:
+    """Send one message and wait until the broker acknowledged it."""
+    future = producer().send(topics.name(topic), key=key.encode(), value=value)
+    future.get(timeout=timeout if timeout is not None else settings.KAFKA["PUBLISH_TIMEOUT"])
+
+
+def consumer(**overrides: object) -> KafkaConsumer:
+    """A consumer with no group: callers assign partitions and seek to offsets they stored."""
+    options = {**settings.KAFKA["CONSUMER"], **overrides}
+    return KafkaConsumer(
+        bootstrap_servers=settings.KAFKA["BOOTSTRAP_SERVERS"],
+        client_id=f"exchange-{settings.EXCHANGE_PROCESS}",
+        **options,
+    )
+
+
+def partitions_of(topic: str, only: Iterable[int] = ()) -> list[TopicPartition]:
+    wanted = sorted(set(only)) or list(range(topics.partitions(topic)))
+    return [TopicPartition(topics.name(topic), p) for p in wanted]
+
+
+def admin() -> KafkaAdminClient:
+    return KafkaAdminClient(
+        bootstrap_servers=settings.KAFKA["BOOTSTRAP_SERVERS"],
+        client_id=f"exchange-{settings.EXCHANGE_PROCESS}-admin",
+        request_timeout_ms=settings.KAFKA["PRODUCER"]["request_timeout_ms"],
+    )
+
+
+def ensure_topics() -> dict[str, int]:
+    """Create every topic with its configured partition count; grow any that has fewer.
+
+    Brokers auto-create unknown topics with one partition, which would silently put every market
+    in one partition, so topics are always created explicitly before anything is produced.
+    """
+    client = admin()
+    try:
+        wanted = {topics.name(t): topics.partitions(t) for t in topics.ALL}
+        existing = set(client.list_topics())
+        missing = [
+            NewTopic(name, count, settings.KAFKA["REPLICATION_FACTOR"])
+            for name, count in wanted.items()
+            if name not in existing
+        ]
+        if missing:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                client.create_topics(missing)
+        found: dict[str, int] = {}
+        for description in client.describe_topics(list(wanted)):
+            found[description.get("topic") or description["name"]] = len(description["partitions"])
+        grow = {name: NewPartitions(count) for name, count in wanted.items() if found.get(name, 0) < count}
+        if grow:
+            client.create_partitions(grow)
+            found.update({name: wanted[name] for name in grow})
+        return found
+    finally:
+        client.close()
+
+
+def delete_topics(names: Iterable[str]) -> None:
+    client = admin()
+    try:
+        client.delete_topics(list(names))
+    finally:
+        client.close()

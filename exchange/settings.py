@@ -1,0 +1,299 @@
+"""Settings come only from the environment (django-environ).
+
+`EXCHANGE_ENV=development` (the default) gives local defaults for every service so that `make run`
+works with nothing configured. `EXCHANGE_ENV=production` removes every default that carries a secret
+or an address: a missing value stops the process at start instead of running against the wrong thing.
+"""
+
+from datetime import timedelta
+from pathlib import Path
+
+import environ
+import structlog
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+RUN_DIR = Path(environ.Env().str("EXCHANGE_RUN_DIR", default=str(BASE_DIR / ".run")))
+
+env = environ.Env()
+
+EXCHANGE_ENV = env.str("EXCHANGE_ENV", default="development")
+if EXCHANGE_ENV not in {"development", "production"}:
+    raise ImproperlyConfigured(f"EXCHANGE_ENV must be 'development' or 'production', not {EXCHANGE_ENV!r}")
+PRODUCTION = EXCHANGE_ENV == "production"
+
+
+def local_default(value):
+    """A development default, or none at all in production."""
+    return environ.Env.NOTSET if PRODUCTION else value
+
+
+# Which long-running process this is (api, engine, settlement, celery, beat); shows up in
+# PostgreSQL's pg_stat_activity and in the logs.
+EXCHANGE_PROCESS = env.str("EXCHANGE_PROCESS", default="manage")
+
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default=local_default("development-only-not-secret-" + "x" * 32))
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=local_default(["127.0.0.1", "localhost", "testserver"]))
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework_simplejwt.token_blacklist",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "accounts",
+    "matching",
+    "settlement",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "exchange.middleware.DatabaseUnavailableMiddleware",
+]
+
+ROOT_URLCONF = "exchange.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+WSGI_APPLICATION = "exchange.wsgi.application"
+
+DATABASES = {"default": env.db("DATABASE_URL", default=local_default("postgres://postgres@127.0.0.1:5432/exchange"))}
+DATABASES["default"].setdefault("OPTIONS", {})
+DATABASES["default"]["OPTIONS"].setdefault("application_name", f"exchange-{EXCHANGE_PROCESS}")
+DATABASES["default"]["OPTIONS"].setdefault("connect_timeout", env.int("DATABASE_CONNECT_TIMEOUT", default=5))
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DATABASES["default"].setdefault("TEST", {})["NAME"] = env.str("DATABASE_TEST_NAME", default=None)
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_USER_MODEL = "accounts.User"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 10}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
+
+# --- Services -------------------------------------------------------------------------------------
+
+REDIS_URL = env.str("REDIS_URL", default=local_default("redis://127.0.0.1:6379/0"))
+CACHE_KEY_PREFIX = env.str("CACHE_KEY_PREFIX", default="exchange")
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": CACHE_KEY_PREFIX,
+        "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+    }
+}
+
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=local_default(REDIS_URL))
+CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_QUEUE", default="exchange")
+CELERY_TASK_IGNORE_RESULT = True
+# A task is acknowledged only once it has run, and a worker killed mid-task gives it back: every task
+# is idempotent, so running one twice is safe while losing one is not.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=300)}
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_BEAT_SCHEDULE_FILENAME = str(RUN_DIR / "celerybeat-schedule")
+CELERY_BEAT_SCHEDULE = {
+    "settle-markets-with-backlog": {
+        "task": "settlement.tasks.settle_backlog",
+        "schedule": env.float("SETTLE_SWEEP_SECONDS", default=5.0),
+    },
+    "relay-outbox": {
+        "task": "matching.tasks.outbox_relay",
+        "schedule": env.float("OUTBOX_RELAY_SECONDS", default=2.0),
+    },
+    "credit-waiting-deposits": {
+        "task": "accounts.tasks.deposits_credit_pending",
+        "schedule": env.float("DEPOSIT_SWEEP_SECONDS", default=10.0),
+    },
+}
+
+# Every Kafka setting lives here; exchange/kafka/client.py is the only reader.
+KAFKA = {
+    "BOOTSTRAP_SERVERS": env.list("KAFKA_BOOTSTRAP_SERVERS", default=local_default(["127.0.0.1:9092"])),
+    "TOPIC_PREFIX": env.str("KAFKA_TOPIC_PREFIX", default=""),
+    "PARTITIONS": {
+        "orders": env.int("KAFKA_ORDERS_PARTITIONS", default=3),
+        "engine-events": env.int("KAFKA_EVENTS_PARTITIONS", default=3),
+    },
+    "REPLICATION_FACTOR": env.int("KAFKA_REPLICATION_FACTOR", default=1),
+    "PRODUCER": {
+        "acks": "all",
+        "retries": 5,
+        "linger_ms": env.int("KAFKA_LINGER_MS", default=2),
+        "request_timeout_ms": env.int("KAFKA_REQUEST_TIMEOUT_MS", default=10_000),
+        "max_block_ms": env.int("KAFKA_MAX_BLOCK_MS", default=5_000),
+        "max_in_flight_requests_per_connection": 1,
+    },
+    "CONSUMER": {
+        "enable_auto_commit": False,
+        "max_poll_records": env.int("KAFKA_MAX_POLL_RECORDS", default=500),
+        "request_timeout_ms": env.int("KAFKA_CONSUMER_REQUEST_TIMEOUT_MS", default=30_000),
+        "fetch_max_wait_ms": 50,
+    },
+    # Seconds the API waits for the broker to acknowledge an order before leaving it to the relay.
+    "PUBLISH_TIMEOUT": env.float("KAFKA_PUBLISH_TIMEOUT", default=2.0),
+}
+
+# Matching worker: which partitions of the orders topic this worker owns (empty: all of them) and
+# how often it writes a snapshot of its books.
+ENGINE_PARTITIONS = env.list("ENGINE_PARTITIONS", cast=int, default=[])
+ENGINE_SNAPSHOT_SECONDS = env.float("ENGINE_SNAPSHOT_SECONDS", default=30.0)
+ENGINE_SNAPSHOT_COMMANDS = env.int("ENGINE_SNAPSHOT_COMMANDS", default=50_000)
+ENGINE_DEPTH_LEVELS = env.int("ENGINE_DEPTH_LEVELS", default=50)
+
+SETTLEMENT_BATCH_SIZE = env.int("SETTLEMENT_BATCH_SIZE", default=500)
+# An order still pending after this many seconds is published again by the relay; the engine drops
+# the copy if it already has the order.
+OUTBOX_RETRY_SECONDS = env.float("OUTBOX_RETRY_SECONDS", default=5.0)
+# A gap in an engine event sequence older than this raises an alert (younger ones are usually just
+# events still in flight between the settlement consumer's batches).
+SETTLEMENT_GAP_ALERT_SECONDS = env.float("SETTLEMENT_GAP_ALERT_SECONDS", default=30.0)
+
+# --- API ------------------------------------------------------------------------------------------
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework_simplejwt.authentication.JWTAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "EXCEPTION_HANDLER": "exchange.errors.exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": [
+        "rest_framework.throttling.AnonRateThrottle",
+        "rest_framework.throttling.UserRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": env.str("THROTTLE_ANON", default="120/minute"),
+        "user": env.str("THROTTLE_USER", default="1200/minute"),
+        "orders": env.str("THROTTLE_ORDERS", default="600/minute"),
+        "auth": env.str("THROTTLE_AUTH", default="30/minute"),
+    },
+    "COERCE_DECIMAL_TO_STRING": True,
+    "UNAUTHENTICATED_USER": None,
+}
+
+SIMPLE_JWT = {
+    "ACCESS_TOKEN_LIFETIME": timedelta(seconds=env.int("JWT_ACCESS_SECONDS", default=300)),
+    "REFRESH_TOKEN_LIFETIME": timedelta(seconds=env.int("JWT_REFRESH_SECONDS", default=86_400)),
+    "ROTATE_REFRESH_TOKENS": True,
+    "BLACKLIST_AFTER_ROTATION": True,
+    "UPDATE_LAST_LOGIN": True,
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Exchange API",
+    "DESCRIPTION": "Spot exchange: accounts, balances, deposits, withdrawals, orders and trades.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SCHEMA_PATH_PREFIX": r"/api/",
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+}
+
+# --- Security -------------------------------------------------------------------------------------
+
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+if PRODUCTION:
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=True)
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=3600)
+
+# --- Logging --------------------------------------------------------------------------------------
+
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+LOG_JSON = env.bool("LOG_JSON", default=PRODUCTION)
+
+structlog.configure(
+    processors=[
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.StackInfoRenderer(),
+        structlog.processors.format_exc_info,
+        structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+    ],
+    logger_factory=structlog.stdlib.LoggerFactory(),
+    wrapper_class=structlog.stdlib.BoundLogger,
+    cache_logger_on_first_use=True,
+)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "structured": {
+            "()": structlog.stdlib.ProcessorFormatter,
+            "processor": (
+                structlog.processors.JSONRenderer() if LOG_JSON else structlog.dev.ConsoleRenderer(colors=False)
+            ),
+            "foreign_pre_chain": [
+                structlog.stdlib.add_log_level,
+                structlog.stdlib.add_logger_name,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+            ],
+        },
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "structured"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "kafka": {"level": "WARNING"},
+        "django.db.backends": {"level": "WARNING"},
+    },
+}

@@ -1,0 +1,191 @@
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.throttling import AnonRateThrottle, ScopedRateThrottle, UserRateThrottle
+from rest_framework.views import APIView
+
+from exchange.api import AmountField, CaseInsensitiveChoiceField
+from exchange.errors import NotFound
+from matching.models import Market, Order
+from matching.selectors import market_depth, orders_for_user
+from matching.services import order_cancel, order_place
+from settlement.selectors import trades_public
+
+
+def _market(symbol: str) -> Market:
+    market = Market.objects.filter(pk=symbol).first()
+    if market is None:
+        raise NotFound("unknown_symbol", f"No market {symbol!r}.")
+    return market
+
+
+class LimitSerializer(serializers.Serializer):
+    limit = serializers.IntegerField(min_value=1, max_value=1000, default=100)
+
+
+class MarketsApi(APIView):
+    permission_classes = [AllowAny]
+    authentication_classes = []
+
+    class OutputSerializer(serializers.ModelSerializer):
+        base = serializers.CharField(source="base_id")
+        quote = serializers.CharField(source="quote_id")
+        tick_size = AmountField()
+        lot_size = AmountField()
+        min_notional = AmountField()
+        maker_fee = AmountField()
+        taker_fee = AmountField()
+
+        class Meta:
+            model = Market
+            fields = [
+                "symbol",
+                "base",
+                "quote",
+                "tick_size",
+                "lot_size",
+                "min_notional",
+                "maker_fee",
+                "taker_fee",
+                "status",
+            ]
+
+    @extend_schema(responses={200: OutputSerializer(many=True)}, auth=[])
+    def get(self, request: Request) -> Response:
+        return Response(self.OutputSerializer(Market.objects.order_by("symbol"), many=True).data)
+
+
+class MarketDepthApi(APIView):
+    permission_classes = [AllowAny]
+    authentication_classes = []
+
+    class OutputSerializer(serializers.Serializer):
+        symbol = serializers.CharField()
+        sequence = serializers.IntegerField(allow_null=True, help_text="Engine sequence the book reflects.")
+        bids = serializers.ListField(child=serializers.ListField(child=serializers.CharField()))
+        asks = serializers.ListField(child=serializers.ListField(child=serializers.CharField()))
+
+    @extend_schema(parameters=[LimitSerializer], responses={200: OutputSerializer}, auth=[])
+    def get(self, request: Request, symbol: str) -> Response:
+        query = LimitSerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        return Response(market_depth(market=_market(symbol), limit=query.validated_data["limit"]))
+
+
+class MarketTradesApi(APIView):
+    permission_classes = [AllowAny]
+    authentication_classes = []
+
+    class OutputSerializer(serializers.Serializer):
+        seq = serializers.IntegerField()
+        price = AmountField()
+        quantity = AmountField()
+        taker_side = CaseInsensitiveChoiceField(choices=Order.Side.choices)
+        executed_at = serializers.DateTimeField()
+
+    @extend_schema(parameters=[LimitSerializer], responses={200: OutputSerializer(many=True)}, auth=[])
+    def get(self, request: Request, symbol: str) -> Response:
+        query = LimitSerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        trades = trades_public(market=_market(symbol), limit=query.validated_data["limit"])
+        return Response(self.OutputSerializer(trades, many=True).data)
+
+
+class OrderOutputSerializer(serializers.ModelSerializer):
+    symbol = serializers.CharField(source="market_id")
+    side = CaseInsensitiveChoiceField(choices=Order.Side.choices)
+    order_type = CaseInsensitiveChoiceField(choices=Order.Type.choices)
+    price = AmountField(allow_null=True)
+    quantity = AmountField(allow_null=True)
+    quote_quantity = AmountField(allow_null=True)
+    filled = AmountField()
+    filled_quote = AmountField()
+    fee = AmountField()
+    locked = AmountField()
+
+    class Meta:
+        model = Order
+        fields = [
+            "id",
+            "cid",
+            "symbol",
+            "side",
+            "order_type",
+            "time_in_force",
+            "post_only",
+            "stp",
+            "price",
+            "quantity",
+            "quote_quantity",
+            "filled",
+            "filled_quote",
+            "fee",
+            "locked",
+            "status",
+            "reason",
+            "cancel_requested_at",
+            "created_at",
+            "updated_at",
+        ]
+
+
+class OrdersApi(APIView):
+    throttle_classes = [AnonRateThrottle, UserRateThrottle, ScopedRateThrottle]
+
+    @property
+    def throttle_scope(self) -> str | None:
+        return "orders" if self.request.method == "POST" else None
+
+    class InputSerializer(serializers.Serializer):
+        cid = serializers.RegexField(
+            r"^[A-Za-z0-9_-]{16,32}$",
+            error_messages={"invalid": "cid must be 16 to 32 characters of A-Z, a-z, 0-9, _ and -."},
+        )
+        symbol = serializers.CharField(max_length=32)
+        side = CaseInsensitiveChoiceField(choices=Order.Side.choices)
+        order_type = CaseInsensitiveChoiceField(choices=Order.Type.choices)
+        price = AmountField(required=False, allow_null=True)
+        quantity = AmountField(required=False, allow_null=True)
+        quote_quantity = AmountField(required=False, allow_null=True)
+        time_in_force = CaseInsensitiveChoiceField(choices=Order.TimeInForce.choices, default=Order.TimeInForce.GTC)
+        post_only = serializers.BooleanField(default=False)
+        stp = CaseInsensitiveChoiceField(choices=Order.SelfTrade.choices, default=Order.SelfTrade.CANCEL_INCOMING)
+
+    class FilterSerializer(LimitSerializer):
+        status = serializers.ChoiceField(choices=Order.Status.choices, required=False)
+        symbol = serializers.CharField(max_length=32, required=False)
+
+    @extend_schema(parameters=[FilterSerializer], responses={200: OrderOutputSerializer(many=True)})
+    def get(self, request: Request) -> Response:
+        query = self.FilterSerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        orders = orders_for_user(user=request.user, **query.validated_data)
+        return Response(OrderOutputSerializer(orders, many=True).data)
+
+    @extend_schema(request=InputSerializer, responses={201: OrderOutputSerializer, 200: OrderOutputSerializer})
+    def post(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        order, created = order_place(user=request.user, **data.validated_data)
+        return Response(
+            OrderOutputSerializer(order).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
+        )
+
+
+class OrderDetailApi(APIView):
+    def _order(self, request: Request, order_id: int) -> Order:
+        order = Order.objects.select_related("market").filter(pk=order_id, user=request.user).first()
+        if order is None:
+            raise NotFound("not_found", "No such order.")
+        return order
+
+    @extend_schema(responses={200: OrderOutputSerializer})
+    def get(self, request: Request, order_id: int) -> Response:
+        return Response(OrderOutputSerializer(self._order(request, order_id)).data)
+
+    @extend_schema(responses={202: OrderOutputSerializer})
+    def delete(self, request: Request, order_id: int) -> Response:
+        order = order_cancel(user=request.user, order_id=order_id)
+        return Response(OrderOutputSerializer(order).data, status=status.HTTP_202_ACCEPTED)

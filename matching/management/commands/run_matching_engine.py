@@ -1,0 +1,227 @@
+"""The matching worker: Kafka `orders` in, the pure engine in the middle, Kafka `engine-events` out.
+
+It owns a set of partitions of the orders topic (all of them unless ENGINE_PARTITIONS or
+--partitions says otherwise). Its position is the snapshot it last wrote to PostgreSQL, never the
+broker's memory: on start it restores the latest snapshot and replays the input from the offsets
+stored with it. The engine is deterministic, so the events it emits again are identical (same
+sequence numbers, same hashes) and settlement drops them as duplicates.
+"""
+
+import signal
+import time
+from types import FrameType
+
+import structlog
+from django.conf import settings
+from django.core.cache import cache
+from django.core.management.base import BaseCommand, CommandParser
+from django.db import close_old_connections, transaction
+from kafka import TopicPartition
+
+from exchange.api import decimal_str
+from exchange.health import ENGINE_STATE_KEY
+from exchange.kafka import client, schemas, topics
+from matching.engine import Engine
+from matching.models import EngineSnapshot, Market
+from matching.selectors import depth_cache_key
+
+log = structlog.get_logger(__name__)
+
+_SNAPSHOTS_KEPT = 3
+
+
+class SendFailed(Exception):
+    """The broker did not acknowledge every event of a batch."""
+
+
+class Worker:
+    def __init__(self, *, partitions: list[int], snapshot_seconds: float, snapshot_commands: int) -> None:
+        self.partitions = [tp.partition for tp in client.partitions_of(topics.ORDERS, partitions)]
+        self.name = "orders:" + ",".join(str(p) for p in self.partitions)
+        self.snapshot_seconds = snapshot_seconds
+        self.snapshot_commands = snapshot_commands
+        self.stopping = False
+        self.engine = Engine()
+        self.offsets: dict[int, int] = {}
+        self.commands = 0
+        self.commands_at_snapshot = 0
+        self.snapshot_at = time.monotonic()
+        self.markets: dict[str, Market] = {}
+        self.consumer = None
+
+    # --- state ------------------------------------------------------------------------------------
+
+    def restore(self) -> None:
+        snapshot = EngineSnapshot.objects.filter(worker=self.name).order_by("-id").first()
+        if snapshot is None:
+            self.engine, self.offsets, self.commands = Engine(), {}, 0
+            log.info("engine_start_empty", worker=self.name)
+        else:
+            self.engine = Engine.restore(bytes(snapshot.data))
+            self.offsets = {int(p): int(o) for p, o in snapshot.offsets.items()}
+            self.commands = snapshot.commands
+            log.info("engine_restored", worker=self.name, snapshot=snapshot.pk, offsets=self.offsets)
+        self.commands_at_snapshot = self.commands
+        self.snapshot_at = time.monotonic()
+
+    def snapshot(self) -> None:
+        data = self.engine.snapshot()
+        with transaction.atomic():
+            saved = EngineSnapshot.objects.create(
+                worker=self.name,
+                offsets={str(p): o for p, o in self.offsets.items()},
+                commands=self.commands,
+                data=data,
+            )
+            old = EngineSnapshot.objects.filter(worker=self.name).order_by("-id").values_list("pk", flat=True)
+            EngineSnapshot.objects.filter(pk__in=list(old[_SNAPSHOTS_KEPT:])).delete()
+        self.commands_at_snapshot = self.commands
+        self.snapshot_at = time.monotonic()
+        log.info("engine_snapshot", snapshot=saved.pk, commands=self.commands, bytes=len(data), offsets=self.offsets)
+
+    def snapshot_due(self) -> bool:
+        if self.commands == self.commands_at_snapshot:
+            return False
+        return (
+            time.monotonic() - self.snapshot_at >= self.snapshot_seconds
+            or self.commands - self.commands_at_snapshot >= self.snapshot_commands
+        )
+
+    # --- Kafka ------------------------------------------------------------------------------------
+
+    def connect(self) -> None:
+        if self.consumer is not None:
+            self.consumer.close()
+        self.consumer = client.consumer(auto_offset_reset="earliest")
+        assigned = [TopicPartition(topics.name(topics.ORDERS), p) for p in self.partitions]
+        self.consumer.assign(assigned)
+        for tp in assigned:
+            self.consumer.seek(tp, self.offsets.get(tp.partition, 0))
+
+    def run_batch(self) -> int:
+        batch = self.consumer.poll(timeout_ms=200, max_records=settings.KAFKA["CONSUMER"]["max_poll_records"])
+        if not batch:
+            return 0
+        producer = client.producer()
+        events_topic = topics.name(topics.ENGINE_EVENTS)
+        futures = []
+        touched: set[str] = set()
+        applied = 0
+        for tp, records in sorted(batch.items(), key=lambda item: item[0].partition):
+            for record in records:
+                try:
+                    command = schemas.decode_command(record.value)
+                except schemas.SchemaError as exc:
+                    log.error("engine_bad_command", partition=tp.partition, offset=record.offset, error=str(exc))
+                else:
+                    for event in self.engine.apply(command):
+                        futures.append(
+                            producer.send(events_topic, key=event.market.encode(), value=schemas.encode_event(event))
+                        )
+                    touched.add(command.market)
+                self.offsets[tp.partition] = record.offset + 1
+                self.commands += 1
+                applied += 1
+        producer.flush(timeout=settings.KAFKA["PRODUCER"]["request_timeout_ms"] / 1000)
+        failed = [f for f in futures if not f.is_done or f.failed()]
+        if failed:
+            raise SendFailed(f"{len(failed)} of {len(futures)} events not acknowledged: {failed[0].exception!r}")
+        self.publish_state(touched)
+        return applied
+
+    # --- what the API reads -----------------------------------------------------------------------
+
+    def _market(self, symbol: str) -> Market | None:
+        if symbol not in self.markets:
+            market = Market.objects.filter(pk=symbol).first()
+            if market is None:
+                return None
+            self.markets[symbol] = market
+        return self.markets[symbol]
+
+    def publish_state(self, touched: set[str]) -> None:
+        """Depth of each changed book, and the engine's sequences for the lag metric."""
+        try:
+            for symbol in touched:
+                market = self._market(symbol)
+                if market is None or symbol not in self.engine.markets:
+                    continue
+                sequence, bids, asks = self.engine.depth(symbol, settings.ENGINE_DEPTH_LEVELS)
+
+                def levels(side: list[tuple[int, int]], market: Market = market) -> list[list[str]]:
+                    return [[decimal_str(market.from_ticks(p)), decimal_str(market.from_lots(q))] for p, q in side]
+
+                cache.set(
+                    depth_cache_key(symbol),
+                    {"sequence": sequence, "bids": levels(bids), "asks": levels(asks)},
+                    timeout=None,
+                )
+            cache.set(
+                ENGINE_STATE_KEY,
+                {
+                    "worker": self.name,
+                    "commands": self.commands,
+                    "sequences": {m: self.engine.market_state(m)[1] for m in self.engine.markets},
+                },
+                timeout=None,
+            )
+        except Exception:
+            log.warning("engine_publish_state_failed", exc_info=True)
+
+    # --- main loop --------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        client.ensure_topics()
+        self.restore()
+        self.connect()
+        log.info("engine_running", worker=self.name, markets=sorted(self.engine.markets))
+        backoff = 1.0
+        while not self.stopping:
+            try:
+                self.run_batch()
+                backoff = 1.0
+            except Exception as exc:  # noqa: BLE001 - any Kafka failure: go back to the last snapshot
+                log.error("engine_batch_failed", error=repr(exc))
+                client.reset_producer()
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+                close_old_connections()
+                self.restore()
+                self.connect()
+                continue
+            if self.snapshot_due():
+                close_old_connections()
+                self.snapshot()
+        client.producer().flush()
+        close_old_connections()
+        self.snapshot()
+        self.consumer.close()
+        log.info("engine_stopped", worker=self.name, commands=self.commands)
+
+    def stop(self, signum: int, frame: FrameType | None) -> None:
+        log.info("engine_stopping", signal=signum)
+        self.stopping = True
+
+
+class Command(BaseCommand):
+    help = "Run the matching engine worker: consume orders from Kafka, match, publish engine events."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--partitions",
+            type=lambda s: [int(p) for p in s.split(",") if p],
+            default=settings.ENGINE_PARTITIONS,
+            help="Comma-separated partitions of the orders topic to own (default: all).",
+        )
+        parser.add_argument("--snapshot-seconds", type=float, default=settings.ENGINE_SNAPSHOT_SECONDS)
+        parser.add_argument("--snapshot-commands", type=int, default=settings.ENGINE_SNAPSHOT_COMMANDS)
+
+    def handle(self, *args: object, **options: object) -> None:
+        worker = Worker(
+            partitions=options["partitions"],
+            snapshot_seconds=options["snapshot_seconds"],
+            snapshot_commands=options["snapshot_commands"],
+        )
+        signal.signal(signal.SIGTERM, worker.stop)
+        signal.signal(signal.SIGINT, worker.stop)
+        worker.run()

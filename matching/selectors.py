@@ -1,0 +1,34 @@
+"""Reads of markets, orders and the engine's published book."""
+
+from django.core.cache import cache
+
+from accounts.models import User
+from matching.models import Market, Order
+
+
+def depth_cache_key(symbol: str) -> str:
+    return f"depth:{symbol}"
+
+
+def market_depth(*, market: Market, limit: int) -> dict:
+    """The book as the matching worker last published it, with the engine sequence it reflects."""
+    published = cache.get(depth_cache_key(market.symbol))
+    if published is None:
+        return {"symbol": market.symbol, "sequence": None, "bids": [], "asks": []}
+    return {
+        "symbol": market.symbol,
+        "sequence": published["sequence"],
+        "bids": published["bids"][:limit],
+        "asks": published["asks"][:limit],
+    }
+
+
+def orders_for_user(
+    *, user: User, status: str | None = None, symbol: str | None = None, limit: int = 100
+) -> list[Order]:
+    orders = Order.objects.filter(user=user).select_related("market")
+    if status:
+        orders = orders.filter(status=status)
+    if symbol:
+        orders = orders.filter(market_id=symbol)
+    return list(orders.order_by("-id")[:limit])

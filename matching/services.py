@@ -1,0 +1,355 @@
+"""Writes to markets and orders. Each public function is one transaction; Kafka hears about it only
+after commit, through the outbox."""
+
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+import structlog
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from accounts.models import Asset, LedgerEntry, User
+from accounts.services import audit_record, funds_lock
+from exchange.errors import Conflict, InvalidRequest, NotFound
+from exchange.kafka import client, schemas, topics
+from matching.engine import AddMarket, CancelOrder, Command, HaltMarket, NewOrder, ResumeMarket
+from matching.models import Market, Order, OutboxMessage
+
+log = structlog.get_logger(__name__)
+
+
+def millis(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def steps(value: Decimal, step: Decimal, *, field: str, what: str) -> int:
+    """`value` as a whole number of `step`s; anything in between is a precision error."""
+    count, rest = divmod(value, step)
+    if rest != 0:
+        raise InvalidRequest("invalid_precision", f"{what} must be a multiple of {step.normalize():f}.", field=field)
+    return int(count)
+
+
+# --- Outbox ---------------------------------------------------------------------------------------
+
+
+def outbox_add(command: Command) -> OutboxMessage:
+    """Queue a command for the engine in the caller's transaction; it is sent once that commits."""
+    message = OutboxMessage.objects.create(
+        topic=topics.ORDERS, key=command.market, payload=schemas.encode_command(command)
+    )
+    transaction.on_commit(lambda: outbox_publish(ids=[message.pk]))
+    return message
+
+
+def outbox_publish(*, ids: list[int]) -> int:
+    """Send the given outbox rows that are not yet acknowledged; mark each one the broker accepted.
+
+    Runs outside any transaction. A row sent twice (a crash after send, before marking) is dropped
+    by the engine as a duplicate order id.
+    """
+    sent = 0
+    for message in OutboxMessage.objects.filter(pk__in=ids, published_at__isnull=True).order_by("pk"):
+        try:
+            client.send(message.topic, message.key, bytes(message.payload))
+        except Exception as exc:  # noqa: BLE001 - any broker failure leaves the row to the relay
+            log.warning("outbox_publish_failed", outbox_id=message.pk, error=repr(exc))
+            OutboxMessage.objects.filter(pk=message.pk).update(
+                attempts=message.attempts + 1, last_error=repr(exc)[:255]
+            )
+            client.reset_producer()
+            break
+        sent += OutboxMessage.objects.filter(pk=message.pk, published_at__isnull=True).update(
+            published_at=timezone.now(), attempts=message.attempts + 1
+        )
+    return sent
+
+
+def outbox_relay(*, older_than: float = 1.0, limit: int = 1000) -> int:
+    """Publish what the after-commit hook did not (the process died, the broker was away), and send
+    again commands that the broker acknowledged but the engine never acted on."""
+    cutoff = timezone.now() - timedelta(seconds=older_than)
+    ids = list(
+        OutboxMessage.objects.filter(published_at__isnull=True, created_at__lt=cutoff)
+        .order_by("pk")
+        .values_list("pk", flat=True)[:limit]
+    )
+    sent = outbox_publish(ids=ids) if ids else 0
+    return sent + orders_resend_stale(limit=limit)
+
+
+def orders_resend_stale(*, limit: int = 1000) -> int:
+    """A broker that lost acknowledged messages (a crash before its disk write) would leave orders
+    pending or cancels unapplied forever; the database knows better, so it asks again."""
+    cutoff = timezone.now() - timedelta(seconds=settings.OUTBOX_RETRY_SECONDS)
+    stale = (
+        Order.objects.filter(
+            Q(status=Order.Status.PENDING, created_at__lt=cutoff)
+            | Q(status__in=Order.LIVE_STATUSES, cancel_requested_at__lt=cutoff)
+        )
+        .select_related("market")
+        .order_by("pk")[:limit]
+    )
+    resent = 0
+    for order in stale:
+        commands: list[Command] = []
+        if order.status == Order.Status.PENDING:
+            commands.append(order_command(order))
+        if order.cancel_requested_at is not None:
+            commands.append(
+                CancelOrder(
+                    market=order.market_id,
+                    order_id=order.pk,
+                    user_id=order.user_id,
+                    ts=millis(order.cancel_requested_at),
+                )
+            )
+        for command in commands:
+            try:
+                client.send(topics.ORDERS, command.market, schemas.encode_command(command))
+            except Exception as exc:  # noqa: BLE001 - the next sweep tries again
+                log.warning("order_resend_failed", order_id=order.pk, error=repr(exc))
+                client.reset_producer()
+                return resent
+            resent += 1
+    if resent:
+        log.info("orders_resent", count=resent)
+    return resent
+
+
+# --- Markets --------------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def market_create(
+    *,
+    symbol: str,
+    base: Asset,
+    quote: Asset,
+    tick_size: Decimal,
+    lot_size: Decimal,
+    min_notional: Decimal,
+    maker_fee: Decimal = Decimal("0.001"),
+    taker_fee: Decimal = Decimal("0.002"),
+    acting_user: User | None = None,
+) -> Market:
+    """Create a market and tell the engine to open a book for it."""
+    if lot_size != lot_size.quantize(base.quantum):
+        raise InvalidRequest("invalid_precision", f"Lot size is finer than {base.pk} allows.", field="lot_size")
+    if tick_size * lot_size != (tick_size * lot_size).quantize(quote.quantum):
+        raise InvalidRequest("invalid_precision", f"Tick x lot is finer than {quote.pk} allows.", field="tick_size")
+    market = Market.objects.create(
+        symbol=symbol,
+        base=base,
+        quote=quote,
+        tick_size=tick_size,
+        lot_size=lot_size,
+        min_notional=min_notional,
+        maker_fee=maker_fee,
+        taker_fee=taker_fee,
+    )
+    outbox_add(AddMarket(market=symbol, ts=millis(market.created_at)))
+    audit_record(actor=acting_user, action="market_create", target=f"market:{symbol}")
+    return market
+
+
+def _market_set_status(*, symbol: str, status: str, acting_user: User | None) -> Market:
+    market = Market.objects.select_for_update().get(pk=symbol)
+    if market.status == status:
+        return market
+    market.status = status
+    market.save(update_fields=["status"])
+    command_type = HaltMarket if status == Market.Status.HALTED else ResumeMarket
+    outbox_add(command_type(market=symbol, ts=millis(timezone.now())))
+    action = "market_halt" if status == Market.Status.HALTED else "market_resume"
+    audit_record(actor=acting_user, action=action, target=f"market:{symbol}")
+    return market
+
+
+@transaction.atomic
+def market_halt(*, symbol: str, acting_user: User | None) -> Market:
+    return _market_set_status(symbol=symbol, status=Market.Status.HALTED, acting_user=acting_user)
+
+
+@transaction.atomic
+def market_resume(*, symbol: str, acting_user: User | None) -> Market:
+    return _market_set_status(symbol=symbol, status=Market.Status.ACTIVE, acting_user=acting_user)
+
+
+# --- Orders ---------------------------------------------------------------------------------------
+
+
+def order_command(order: Order) -> NewOrder:
+    market = order.market
+    return NewOrder(
+        market=market.symbol,
+        order_id=order.pk,
+        user_id=order.user_id,
+        side=str(order.side),
+        order_type=str(order.order_type),
+        price=int(order.price / market.tick_size) if order.price is not None else None,
+        quantity=int(order.quantity / market.lot_size) if order.quantity is not None else None,
+        quote_quantity=(int(order.quote_quantity / market.quote_unit) if order.quote_quantity is not None else None),
+        time_in_force=str(order.time_in_force),
+        post_only=order.post_only,
+        stp=str(order.stp),
+        ts=millis(order.created_at),
+    )
+
+
+def _order_validate(
+    *,
+    market: Market,
+    side: str,
+    order_type: str,
+    price: Decimal | None,
+    quantity: Decimal | None,
+    quote_quantity: Decimal | None,
+    time_in_force: str,
+    post_only: bool,
+) -> Decimal:
+    """Check the order against the market's rules; return what it must lock."""
+    if market.status != Market.Status.ACTIVE:
+        raise InvalidRequest("market_halted", f"Market {market.symbol} is halted.", field="symbol")
+
+    def positive(value: Decimal | None, field: str) -> Decimal:
+        if value is None:
+            raise InvalidRequest("required", f"{field} is required for this order.", field=field)
+        if value <= 0:
+            raise InvalidRequest("invalid_amount", f"{field} must be greater than zero.", field=field)
+        return value
+
+    if order_type == Order.Type.LIMIT:
+        price = positive(price, "price")
+        quantity = positive(quantity, "quantity")
+        if quote_quantity is not None:
+            raise InvalidRequest("not_allowed", "quote_quantity is only for market buys.", field="quote_quantity")
+        steps(price, market.tick_size, field="price", what="Price")
+        steps(quantity, market.lot_size, field="quantity", what="Quantity")
+        notional = price * quantity
+        if notional < market.min_notional:
+            raise InvalidRequest(
+                "below_min_notional",
+                f"Price x quantity must be at least {market.min_notional.normalize():f} {market.quote_id}.",
+                field="quantity",
+            )
+        return notional if side == Order.Side.BUY else quantity
+
+    if price is not None:
+        raise InvalidRequest("not_allowed", "A market order has no price.", field="price")
+    if post_only:
+        raise InvalidRequest("not_allowed", "post_only applies to limit orders only.", field="post_only")
+    if time_in_force == Order.TimeInForce.GTC:
+        raise InvalidRequest("not_allowed", "A market order never rests: use IOC or FOK.", field="time_in_force")
+    if side == Order.Side.SELL:
+        quantity = positive(quantity, "quantity")
+        if quote_quantity is not None:
+            raise InvalidRequest("not_allowed", "A market sell is given by quantity.", field="quote_quantity")
+        steps(quantity, market.lot_size, field="quantity", what="Quantity")
+        return quantity
+    quote_quantity = positive(quote_quantity, "quote_quantity")
+    if quantity is not None:
+        raise InvalidRequest("not_allowed", "A market buy is given by quote_quantity.", field="quantity")
+    steps(quote_quantity, market.quote_unit, field="quote_quantity", what="Quote quantity")
+    if quote_quantity < market.min_notional:
+        raise InvalidRequest(
+            "below_min_notional",
+            f"quote_quantity must be at least {market.min_notional.normalize():f} {market.quote_id}.",
+            field="quote_quantity",
+        )
+    return quote_quantity
+
+
+def order_place(
+    *,
+    user: User,
+    cid: str,
+    symbol: str,
+    side: str,
+    order_type: str,
+    price: Decimal | None = None,
+    quantity: Decimal | None = None,
+    quote_quantity: Decimal | None = None,
+    time_in_force: str = Order.TimeInForce.GTC,
+    post_only: bool = False,
+    stp: str = Order.SelfTrade.CANCEL_INCOMING,
+) -> tuple[Order, bool]:
+    """Validate, lock the funds, save the order and queue it for the engine, all or nothing.
+
+    A cid the user already used returns that first order (`created` False) and changes nothing.
+    """
+    existing = Order.objects.filter(user=user, cid=cid).first()
+    if existing is not None:
+        return existing, False
+    market = Market.objects.select_related("base", "quote").filter(pk=symbol).first()
+    if market is None:
+        raise InvalidRequest("unknown_symbol", f"No market {symbol!r}.", field="symbol")
+    if order_type == Order.Type.MARKET and time_in_force == Order.TimeInForce.GTC:
+        time_in_force = Order.TimeInForce.IOC
+    to_lock = _order_validate(
+        market=market,
+        side=side,
+        order_type=order_type,
+        price=price,
+        quantity=quantity,
+        quote_quantity=quote_quantity,
+        time_in_force=time_in_force,
+        post_only=post_only,
+    )
+    try:
+        with transaction.atomic():
+            order = Order.objects.create(
+                user=user,
+                market=market,
+                cid=cid,
+                side=side,
+                order_type=order_type,
+                time_in_force=time_in_force,
+                post_only=post_only,
+                stp=stp,
+                price=price,
+                quantity=quantity,
+                quote_quantity=quote_quantity,
+                locked=to_lock,
+            )
+            funds_lock(
+                user=user,
+                asset=market.quote if side == Order.Side.BUY else market.base,
+                amount=to_lock,
+                kind=LedgerEntry.Kind.ORDER_LOCK,
+                reference=f"order:{order.pk}",
+            )
+            outbox_add(order_command(order))
+    except IntegrityError:
+        # The same cid raced in from a second request; the first one won.
+        existing = Order.objects.filter(user=user, cid=cid).first()
+        if existing is None:
+            raise
+        return existing, False
+    return order, True
+
+
+@transaction.atomic
+def order_cancel(*, user: User, order_id: int, acting_user: User | None = None) -> Order:
+    """Ask the engine to cancel; the order is cancelled when settlement applies the engine's answer.
+
+    `acting_user` is the operator when the cancel comes from the admin; it is audited.
+    """
+    order = Order.objects.select_for_update().filter(pk=order_id, user=user).first()
+    if order is None:
+        raise NotFound("not_found", "No such order.")
+    if not order.is_live:
+        raise Conflict("order_closed", f"Order {order.pk} is already {order.status}.")
+    if order.cancel_requested_at is None:
+        order.cancel_requested_at = timezone.now()
+        order.save(update_fields=["cancel_requested_at", "updated_at"])
+        outbox_add(
+            CancelOrder(
+                market=order.market_id, order_id=order.pk, user_id=user.pk, ts=millis(order.cancel_requested_at)
+            )
+        )
+    if acting_user is not None:
+        audit_record(actor=acting_user, action="order_cancel", target=f"order:{order.pk}")
+    return order

@@ -1,0 +1,62 @@
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from exchange.admin_tools import ReadOnlyAdmin, run_service_action
+from settlement.models import Alert, ConsumerOffset, EngineEvent, SettlementCursor, Trade
+from settlement.services import alert_resolve
+
+
+@admin.register(Trade)
+class TradeAdmin(ReadOnlyAdmin):
+    list_display = [
+        "id",
+        "market",
+        "seq",
+        "price",
+        "quantity",
+        "quote_amount",
+        "taker_side",
+        "buyer",
+        "seller",
+        "buyer_fee",
+        "seller_fee",
+        "executed_at",
+    ]
+    list_filter = ["market", "taker_side", "executed_at"]
+    search_fields = ["=seq", "buyer__username", "seller__username", "=buy_order__id", "=sell_order__id"]
+    list_select_related = ["market", "buyer", "seller"]
+    raw_id_fields = ["buy_order", "sell_order", "buyer", "seller"]
+    date_hierarchy = "executed_at"
+
+
+@admin.register(EngineEvent)
+class EngineEventAdmin(ReadOnlyAdmin):
+    list_display = ["id", "market", "seq", "type", "hash", "received_at", "settled_at"]
+    list_filter = ["market", "type", ("settled_at", admin.EmptyFieldListFilter)]
+    search_fields = ["=seq", "hash"]
+
+
+@admin.register(SettlementCursor)
+class SettlementCursorAdmin(ReadOnlyAdmin):
+    list_display = ["market", "seq", "received_seq", "backlog", "status", "hash", "updated_at"]
+    list_filter = ["status"]
+
+
+@admin.register(ConsumerOffset)
+class ConsumerOffsetAdmin(ReadOnlyAdmin):
+    list_display = ["topic", "partition", "offset", "updated_at"]
+
+
+@admin.register(Alert)
+class AlertAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "kind", "market", "message", "resolved_at", "resolved_by"]
+    list_filter = ["kind", "market", ("resolved_at", admin.EmptyFieldListFilter)]
+    search_fields = ["message", "market"]
+    actions = ["resolve"]
+
+    @admin.action(description="Mark the selected alerts resolved", permissions=["approve"])
+    def resolve(self, request: HttpRequest, queryset: QuerySet[Alert]) -> None:
+        run_service_action(
+            self, request, queryset, lambda a: alert_resolve(alert_id=a.pk, acting_user=request.user), "alerts resolved"
+        )

@@ -1,0 +1,101 @@
+"""The settlement consumer: engine events from Kafka into the inbox, then Celery settles them.
+
+Its Kafka position is stored in PostgreSQL in the same transaction as the inbox rows, so it resumes
+exactly where the database says, whatever the broker or Redis remember. Every batch it stores gets a
+Celery task per market it touched, enqueued after commit; the beat sweep covers any task Redis loses.
+"""
+
+import signal
+import time
+from types import FrameType
+
+import structlog
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandParser
+from django.db import close_old_connections
+from kafka import TopicPartition
+
+from exchange.kafka import client, topics
+from settlement.services import ReceivedMessage, consumer_offsets, events_ingest
+from settlement.tasks import settle_market
+
+log = structlog.get_logger(__name__)
+
+
+class Consumer:
+    def __init__(self, *, partitions: list[int]) -> None:
+        self.topic = topics.name(topics.ENGINE_EVENTS)
+        self.partitions = [tp.partition for tp in client.partitions_of(topics.ENGINE_EVENTS, partitions)]
+        self.stopping = False
+        self.kafka = None
+
+    def connect(self) -> None:
+        if self.kafka is not None:
+            self.kafka.close()
+        offsets = consumer_offsets(topic=self.topic)
+        self.kafka = client.consumer(auto_offset_reset="earliest")
+        assigned = [TopicPartition(self.topic, p) for p in self.partitions]
+        self.kafka.assign(assigned)
+        for tp in assigned:
+            self.kafka.seek(tp, offsets.get(tp.partition, 0))
+        log.info("settlement_consumer_positioned", offsets=offsets)
+
+    def run_batch(self) -> int:
+        batch = self.kafka.poll(timeout_ms=200, max_records=settings.KAFKA["CONSUMER"]["max_poll_records"])
+        messages = [
+            ReceivedMessage(partition=tp.partition, offset=record.offset, value=record.value)
+            for tp, records in batch.items()
+            for record in records
+        ]
+        if not messages:
+            return 0
+        close_old_connections()
+        touched = events_ingest(topic=self.topic, messages=messages)
+        for market in sorted(touched):
+            try:
+                settle_market.delay(market)
+            except Exception:
+                log.warning("settle_enqueue_failed", market=market, exc_info=True)
+        return len(messages)
+
+    def run(self) -> None:
+        client.ensure_topics()
+        self.connect()
+        backoff = 1.0
+        while not self.stopping:
+            try:
+                self.run_batch()
+                backoff = 1.0
+            except Exception as exc:  # noqa: BLE001 - resume from the database's offsets
+                log.error("settlement_batch_failed", error=repr(exc))
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+                close_old_connections()
+                try:
+                    self.connect()
+                except Exception as again:  # noqa: BLE001
+                    log.error("settlement_reconnect_failed", error=repr(again))
+        self.kafka.close()
+        log.info("settlement_consumer_stopped")
+
+    def stop(self, signum: int, frame: FrameType | None) -> None:
+        log.info("settlement_consumer_stopping", signal=signum)
+        self.stopping = True
+
+
+class Command(BaseCommand):
+    help = "Consume engine events from Kafka into the settlement inbox and hand them to Celery."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--partitions",
+            type=lambda s: [int(p) for p in s.split(",") if p],
+            default=[],
+            help="Comma-separated partitions of the engine-events topic to own (default: all).",
+        )
+
+    def handle(self, *args: object, **options: object) -> None:
+        consumer = Consumer(partitions=options["partitions"])
+        signal.signal(signal.SIGTERM, consumer.stop)
+        signal.signal(signal.SIGINT, consumer.stop)
+        consumer.run()

@@ -1,0 +1,129 @@
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from accounts.models import AmountField
+from matching.models import Market, Order
+
+
+class EngineEvent(models.Model):
+    """An event of the matching engine as it came off Kafka: the settlement inbox.
+
+    Unique by (market, seq), so however often the consumer sees an event it is stored once; it is
+    applied by the Celery settlement task in sequence order, and `SettlementCursor` says how far.
+    """
+
+    market = models.CharField(max_length=32)
+    seq = models.BigIntegerField()
+    type = models.CharField(max_length=24)
+    payload = models.JSONField(help_text="The event's canonical fields, as the engine hashed them.")
+    hash = models.CharField(max_length=64)
+    received_at = models.DateTimeField(auto_now_add=True)
+    settled_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["market", "seq"], name="engine_event_unique_seq"),
+            models.CheckConstraint(condition=Q(seq__gt=0), name="engine_event_seq_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.market}#{self.seq} {self.type}"
+
+
+class SettlementCursor(models.Model):
+    """How far settlement has gone in one market's event stream; moved in the same transaction as
+    the effects of the events it passes."""
+
+    class Status(models.TextChoices):
+        OK = "ok"
+        GAP = "gap", "stopped: sequence gap"
+        BROKEN_CHAIN = "broken_chain", "stopped: hash chain broken"
+
+    market = models.CharField(max_length=32, primary_key=True)
+    seq = models.BigIntegerField(default=0, help_text="Last settled sequence number.")
+    hash = models.CharField(max_length=64, default="0" * 64, help_text="Hash of the last settled event.")
+    received_seq = models.BigIntegerField(default=0, help_text="Highest sequence number received.")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OK)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.market} settled to #{self.seq}"
+
+    @property
+    def backlog(self) -> int:
+        return max(self.received_seq - self.seq, 0)
+
+
+class ConsumerOffset(models.Model):
+    """Next Kafka offset to read per partition, stored with the inbox rows it led to, so the
+    consumer resumes from the database's own record whatever the broker remembers."""
+
+    topic = models.CharField(max_length=128)
+    partition = models.IntegerField()
+    offset = models.BigIntegerField()
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["topic", "partition"], name="consumer_offset_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.topic}[{self.partition}]@{self.offset}"
+
+
+class Trade(models.Model):
+    market = models.ForeignKey(Market, on_delete=models.PROTECT, related_name="trades")
+    seq = models.BigIntegerField(help_text="Sequence number of the engine event that made this trade.")
+    price = AmountField()
+    quantity = AmountField()
+    quote_amount = AmountField()
+    taker_side = models.CharField(max_length=4, choices=Order.Side.choices)
+    buy_order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="buy_trades")
+    sell_order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="sell_trades")
+    buyer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    seller = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    buyer_fee = AmountField(help_text="In the base asset.")
+    seller_fee = AmountField(help_text="In the quote asset.")
+    executed_at = models.DateTimeField(help_text="Time of the order that took liquidity.")
+    settled_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["market", "seq"], name="trade_unique_seq"),
+            models.CheckConstraint(condition=~Q(buyer=models.F("seller")), name="trade_not_self"),
+            models.CheckConstraint(condition=Q(price__gt=0) & Q(quantity__gt=0), name="trade_positive"),
+        ]
+        indexes = [
+            models.Index(fields=["market", "-seq"]),
+            models.Index(fields=["buyer", "-id"]),
+            models.Index(fields=["seller", "-id"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"trade {self.market_id}#{self.seq} {self.quantity}@{self.price}"
+
+
+class Alert(models.Model):
+    """Something an operator must look at: settlement stopped, a chain broke, a check failed."""
+
+    class Kind(models.TextChoices):
+        SEQUENCE_GAP = "sequence_gap"
+        BROKEN_CHAIN = "broken_chain"
+        DIVERGENT_EVENT = "divergent_event"
+        BAD_MESSAGE = "bad_message"
+        RECONCILIATION = "reconciliation"
+
+    kind = models.CharField(max_length=24, choices=Kind.choices)
+    market = models.CharField(max_length=32, blank=True)
+    message = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.market}"

@@ -1,0 +1,36 @@
+import time
+
+import structlog
+from celery import shared_task
+from django.db import OperationalError
+
+from settlement.services import market_settle, markets_with_backlog
+
+log = structlog.get_logger(__name__)
+
+# One task settles a market for at most this long, then hands over to a fresh task so that one busy
+# market cannot hold a worker forever.
+_TASK_BUDGET_SECONDS = 10.0
+
+
+@shared_task(autoretry_for=(OperationalError,), retry_backoff=1, retry_backoff_max=30, max_retries=None, acks_late=True)
+def settle_market(market: str) -> int:
+    started = time.monotonic()
+    applied = 0
+    while True:
+        count = market_settle(market=market)
+        applied += count
+        if count == 0:
+            return applied
+        if time.monotonic() - started > _TASK_BUDGET_SECONDS:
+            settle_market.delay(market)
+            return applied
+
+
+@shared_task(ignore_result=True)
+def settle_backlog() -> list[str]:
+    """Beat's safety net: whatever Redis or a worker lost, a market with unsettled events gets a task."""
+    markets = markets_with_backlog()
+    for market in markets:
+        settle_market.delay(market)
+    return markets
