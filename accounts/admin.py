@@ -5,7 +5,7 @@ from django.http import HttpRequest
 
 from accounts.models import Account, Asset, AuditLog, Deposit, LedgerEntry, LedgerLine, User, Withdrawal
 from accounts.services import deposit_approve, deposit_reject, withdrawal_approve, withdrawal_reject
-from exchange.admin_tools import ReadOnlyAdmin, ReadOnlyInline, run_service_action
+from exchange.admin_tools import AmountsMixin, ReadOnlyAdmin, ReadOnlyInline, run_service_action
 
 
 class AccountInline(ReadOnlyInline):
@@ -25,13 +25,14 @@ class UserAdmin(DjangoUserAdmin):
 
 
 @admin.register(Asset)
-class AssetAdmin(admin.ModelAdmin):
+class AssetAdmin(AmountsMixin, admin.ModelAdmin):
     list_display = ["symbol", "name", "decimals", "auto_credit_limit", "created_at"]
     search_fields = ["symbol", "name"]
 
-    def get_readonly_fields(self, request: HttpRequest, obj: Asset | None = None) -> list[str]:
-        # Changing an asset's precision under existing balances would reinterpret them.
-        return ["symbol", "decimals", "created_at"] if obj else ["created_at"]
+    # Changing an asset's precision under existing balances would reinterpret them.
+    fields = ["symbol", "name", "decimals", "auto_credit_limit", "created_at"]
+    readonly_fields = ["created_at"]
+    change_readonly_fields = ["symbol", "decimals"]
 
     def has_delete_permission(self, request: HttpRequest, obj: Asset | None = None) -> bool:
         return False

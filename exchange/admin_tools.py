@@ -1,15 +1,87 @@
 """Admin building blocks shared by the apps."""
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from decimal import Decimal
 
+from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.utils import label_for_field
+from django.db import models
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 
+from exchange.api import decimal_str
 from exchange.errors import ExchangeError
 
+_AMOUNT_SUFFIX = "__amount"
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+
+class AmountFormField(forms.DecimalField):
+    """Shows 0.01 in an input, not the column's 0.010000000000000000."""
+
+    def prepare_value(self, value: object) -> object:
+        return decimal_str(value) if isinstance(value, Decimal) else value
+
+
+class AmountsMixin(admin.options.BaseModelAdmin):
+    """Amounts read as 0.01 and 50000 in lists and read-only pages, as the API writes them, rather
+    than with the eighteen places of their column."""
+
+    formfield_overrides = {models.DecimalField: {"form_class": AmountFormField}}
+    change_readonly_fields: Sequence[str] = ()
+    """Fields that can be set when an object is added and never changed afterwards."""
+
+    def _decimal_names(self) -> set[str]:
+        return {f.name for f in self.model._meta.fields if isinstance(f, models.DecimalField)}
+
+    def __getattr__(self, name: str) -> Callable[[Model], str | None]:
+        if not name.endswith(_AMOUNT_SUFFIX):
+            raise AttributeError(name)
+        field = name.removesuffix(_AMOUNT_SUFFIX)
+
+        @admin.display(description=label_for_field(field, self.model), ordering=field)
+        def show(obj: Model) -> str | None:
+            return decimal_str(getattr(obj, field))
+
+        return show
+
+    def _plain_readonly_fields(self, request: HttpRequest, obj: Model | None) -> list[object]:
+        readonly = list(super().get_readonly_fields(request, obj))
+        if obj is not None:
+            readonly += [n for n in self.change_readonly_fields if n not in readonly]
+        return readonly
+
+    def _read_only_amounts(self, request: HttpRequest, obj: Model | None) -> set[str]:
+        decimals = self._decimal_names()
+        if not self.has_change_permission(request, obj):
+            return decimals
+        return decimals & {n for n in self._plain_readonly_fields(request, obj) if isinstance(n, str)}
+
+    def get_list_display(self, request: HttpRequest) -> list[object]:
+        decimals = self._decimal_names()
+        return [
+            f"{n}{_AMOUNT_SUFFIX}" if isinstance(n, str) and n in decimals else n
+            for n in super().get_list_display(request)
+        ]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Model | None = None) -> list[object]:
+        # The plain names keep the columns out of the form; the suffixed ones are what is shown.
+        amounts = sorted(self._read_only_amounts(request, obj))
+        readonly = self._plain_readonly_fields(request, obj)
+        return [*readonly, *(n for n in amounts if n not in readonly), *(f"{n}{_AMOUNT_SUFFIX}" for n in amounts)]
+
+    def get_fields(self, request: HttpRequest, obj: Model | None = None) -> list[object]:
+        amounts = self._read_only_amounts(request, obj)
+        shown: list[object] = []
+        for name in super().get_fields(request, obj):
+            if isinstance(name, str) and name in amounts:
+                name = f"{name}{_AMOUNT_SUFFIX}"
+            if name not in shown:
+                shown.append(name)
+        return shown
+
+
+class ReadOnlyAdmin(AmountsMixin, admin.ModelAdmin):
     """Money history: operators can look, filter and search, never add, edit or delete."""
 
     show_full_result_count = False
@@ -29,7 +101,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return request.user.has_perm(f"{self.opts.app_label}.change_{self.opts.model_name}")
 
 
-class ReadOnlyInline(admin.TabularInline):
+class ReadOnlyInline(AmountsMixin, admin.TabularInline):
     extra = 0
     can_delete = False
     show_change_link = True

@@ -74,19 +74,6 @@ def _first_message(fields: Any) -> str:
     return str(fields) if fields else "Invalid input."
 
 
-_CODES = {
-    exceptions.NotAuthenticated: "not_authenticated",
-    exceptions.AuthenticationFailed: "authentication_failed",
-    exceptions.PermissionDenied: "permission_denied",
-    exceptions.NotFound: "not_found",
-    exceptions.MethodNotAllowed: "method_not_allowed",
-    exceptions.NotAcceptable: "not_acceptable",
-    exceptions.UnsupportedMediaType: "unsupported_media_type",
-    exceptions.Throttled: "throttled",
-    exceptions.ParseError: "parse_error",
-}
-
-
 def exception_handler(exc: Exception, context: dict) -> Response | None:
     if isinstance(exc, ExchangeError):
         return Response(error_body(exc.code, exc.message, exc.fields), status=exc.status_code)
@@ -117,7 +104,8 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         return response
 
     detail = exc.detail if isinstance(exc, exceptions.APIException) else str(exc)
-    code = next((c for cls, c in _CODES.items() if isinstance(exc, cls)), "error")
+    codes = exc.get_codes() if isinstance(exc, exceptions.APIException) else None
+    code = codes if isinstance(codes, str) else "error"
     if isinstance(detail, dict):
         # SimpleJWT: {"detail": ..., "code": "token_not_valid", "messages": [...]}
         code = str(detail.get("code", code))

@@ -256,9 +256,12 @@ def kafka_spec(config: Config) -> Spec:
     )
 
 
-def app_specs(config: Config) -> list[Spec]:
+def app_specs(config: Config, env: dict[str, str] | None = None) -> list[Spec]:
+    """The application processes; `env` (default: this process's environment) tunes them."""
+    env = os.environ if env is None else env
     manage = [PYTHON, str(ROOT / "manage.py")]
-    queue = os.environ.get("CELERY_QUEUE", "exchange")
+    queue = env.get("CELERY_QUEUE", "exchange")
+    run_dir = Path(env.get("EXCHANGE_RUN_DIR", RUN))
     specs = [
         Spec("engine", [*manage, "run_matching_engine"]),
         Spec("settlement", [*manage, "run_settlement"]),
@@ -274,7 +277,7 @@ def app_specs(config: Config) -> list[Spec]:
                 "-Q",
                 queue,
                 "--concurrency",
-                os.environ.get("CELERY_CONCURRENCY", "2"),
+                env.get("CELERY_CONCURRENCY", "2"),
                 "--without-gossip",
                 "--without-mingle",
                 "--hostname",
@@ -291,7 +294,7 @@ def app_specs(config: Config) -> list[Spec]:
                 "--loglevel",
                 "INFO",
                 "--schedule",
-                str(RUN / "celerybeat-schedule"),
+                str(run_dir / "celerybeat-schedule"),
             ],
         ),
         Spec(
@@ -302,7 +305,7 @@ def app_specs(config: Config) -> list[Spec]:
                 "--bind",
                 f"127.0.0.1:{config.port}",
                 "--workers",
-                os.environ.get("WEB_CONCURRENCY", "2"),
+                env.get("WEB_CONCURRENCY", "2"),
                 "--threads",
                 "4",
                 "--graceful-timeout",

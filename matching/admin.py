@@ -2,13 +2,14 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from exchange.admin_tools import ReadOnlyAdmin, run_service_action
+from accounts.services import audit_record
+from exchange.admin_tools import AmountsMixin, ReadOnlyAdmin, run_service_action
 from matching.models import EngineSnapshot, Market, Order, OutboxMessage
 from matching.services import market_create, market_halt, market_resume, order_cancel
 
 
 @admin.register(Market)
-class MarketAdmin(admin.ModelAdmin):
+class MarketAdmin(AmountsMixin, admin.ModelAdmin):
     list_display = [
         "symbol",
         "base",
@@ -24,16 +25,32 @@ class MarketAdmin(admin.ModelAdmin):
     search_fields = ["symbol"]
     actions = ["halt", "resume"]
 
-    def get_readonly_fields(self, request: HttpRequest, obj: Market | None = None) -> list[str]:
-        # The engine counts in ticks and lots of these sizes: they are fixed once the market exists.
-        # Halting and resuming go through the actions, which also tell the engine.
-        if obj is None:
-            return ["status"]
-        return ["symbol", "base", "quote", "tick_size", "lot_size", "status", "created_at"]
+    # The engine counts in ticks and lots of these sizes: they are fixed once the market exists.
+    # Halting and resuming go through the actions, which also tell the engine.
+    fields = [
+        "symbol",
+        "base",
+        "quote",
+        "tick_size",
+        "lot_size",
+        "min_notional",
+        "maker_fee",
+        "taker_fee",
+        "status",
+        "created_at",
+    ]
+    readonly_fields = ["status", "created_at"]
+    change_readonly_fields = ["symbol", "base", "quote", "tick_size", "lot_size"]
 
     def save_model(self, request: HttpRequest, obj: Market, form: object, change: bool) -> None:
         if change:
             super().save_model(request, obj, form, change)
+            audit_record(
+                actor=request.user,
+                action="market_update",
+                target=f"market:{obj.pk}",
+                **{name: str(form.cleaned_data[name]) for name in form.changed_data},
+            )
             return
         market_create(
             symbol=obj.symbol,

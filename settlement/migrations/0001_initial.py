@@ -6,92 +6,170 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('matching', '0001_initial'),
+        ("matching", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='SettlementCursor',
+            name="SettlementCursor",
             fields=[
-                ('market', models.CharField(max_length=32, primary_key=True, serialize=False)),
-                ('seq', models.BigIntegerField(default=0, help_text='Last settled sequence number.')),
-                ('hash', models.CharField(default='0000000000000000000000000000000000000000000000000000000000000000', help_text='Hash of the last settled event.', max_length=64)),
-                ('received_seq', models.BigIntegerField(default=0, help_text='Highest sequence number received.')),
-                ('status', models.CharField(choices=[('ok', 'Ok'), ('gap', 'stopped: sequence gap'), ('broken_chain', 'stopped: hash chain broken')], default='ok', max_length=16)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                ("market", models.CharField(max_length=32, primary_key=True, serialize=False)),
+                ("seq", models.BigIntegerField(default=0, help_text="Last settled sequence number.")),
+                (
+                    "hash",
+                    models.CharField(
+                        default="0000000000000000000000000000000000000000000000000000000000000000",
+                        help_text="Hash of the last settled event.",
+                        max_length=64,
+                    ),
+                ),
+                ("received_seq", models.BigIntegerField(default=0, help_text="Highest sequence number received.")),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("ok", "Ok"),
+                            ("gap", "stopped: sequence gap"),
+                            ("broken_chain", "stopped: hash chain broken"),
+                        ],
+                        default="ok",
+                        max_length=16,
+                    ),
+                ),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
         ),
         migrations.CreateModel(
-            name='Alert',
+            name="Alert",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('sequence_gap', 'Sequence Gap'), ('broken_chain', 'Broken Chain'), ('divergent_event', 'Divergent Event'), ('bad_message', 'Bad Message'), ('reconciliation', 'Reconciliation')], max_length=24)),
-                ('market', models.CharField(blank=True, max_length=32)),
-                ('message', models.TextField()),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('resolved_at', models.DateTimeField(blank=True, null=True)),
-                ('resolved_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("sequence_gap", "Sequence Gap"),
+                            ("broken_chain", "Broken Chain"),
+                            ("divergent_event", "Divergent Event"),
+                            ("bad_message", "Bad Message"),
+                            ("reconciliation", "Reconciliation"),
+                        ],
+                        max_length=24,
+                    ),
+                ),
+                ("market", models.CharField(blank=True, max_length=32)),
+                ("message", models.TextField()),
+                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                ("resolved_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "resolved_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='ConsumerOffset',
+            name="ConsumerOffset",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('topic', models.CharField(max_length=128)),
-                ('partition', models.IntegerField()),
-                ('offset', models.BigIntegerField()),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("topic", models.CharField(max_length=128)),
+                ("partition", models.IntegerField()),
+                ("offset", models.BigIntegerField()),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('topic', 'partition'), name='consumer_offset_unique')],
+                "constraints": [models.UniqueConstraint(fields=("topic", "partition"), name="consumer_offset_unique")],
             },
         ),
         migrations.CreateModel(
-            name='EngineEvent',
+            name="EngineEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('market', models.CharField(max_length=32)),
-                ('seq', models.BigIntegerField()),
-                ('type', models.CharField(max_length=24)),
-                ('payload', models.JSONField(help_text="The event's canonical fields, as the engine hashed them.")),
-                ('hash', models.CharField(max_length=64)),
-                ('received_at', models.DateTimeField(auto_now_add=True)),
-                ('settled_at', models.DateTimeField(blank=True, null=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("market", models.CharField(max_length=32)),
+                ("seq", models.BigIntegerField()),
+                ("type", models.CharField(max_length=24)),
+                ("payload", models.JSONField(help_text="The event's canonical fields, as the engine hashed them.")),
+                ("hash", models.CharField(max_length=64)),
+                ("received_at", models.DateTimeField(auto_now_add=True)),
+                ("settled_at", models.DateTimeField(blank=True, null=True)),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('market', 'seq'), name='engine_event_unique_seq'), models.CheckConstraint(condition=models.Q(('seq__gt', 0)), name='engine_event_seq_positive')],
+                "constraints": [
+                    models.UniqueConstraint(fields=("market", "seq"), name="engine_event_unique_seq"),
+                    models.CheckConstraint(condition=models.Q(("seq__gt", 0)), name="engine_event_seq_positive"),
+                ],
             },
         ),
         migrations.CreateModel(
-            name='Trade',
+            name="Trade",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('seq', models.BigIntegerField(help_text='Sequence number of the engine event that made this trade.')),
-                ('price', models.DecimalField(decimal_places=18, max_digits=38)),
-                ('quantity', models.DecimalField(decimal_places=18, max_digits=38)),
-                ('quote_amount', models.DecimalField(decimal_places=18, max_digits=38)),
-                ('taker_side', models.CharField(choices=[('buy', 'Buy'), ('sell', 'Sell')], max_length=4)),
-                ('buyer_fee', models.DecimalField(decimal_places=18, help_text='In the base asset.', max_digits=38)),
-                ('seller_fee', models.DecimalField(decimal_places=18, help_text='In the quote asset.', max_digits=38)),
-                ('executed_at', models.DateTimeField(help_text='Time of the order that took liquidity.')),
-                ('settled_at', models.DateTimeField(auto_now_add=True)),
-                ('buy_order', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='buy_trades', to='matching.order')),
-                ('buyer', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('market', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='trades', to='matching.market')),
-                ('sell_order', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='sell_trades', to='matching.order')),
-                ('seller', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("seq", models.BigIntegerField(help_text="Sequence number of the engine event that made this trade.")),
+                ("price", models.DecimalField(decimal_places=18, max_digits=38)),
+                ("quantity", models.DecimalField(decimal_places=18, max_digits=38)),
+                ("quote_amount", models.DecimalField(decimal_places=18, max_digits=38)),
+                ("taker_side", models.CharField(choices=[("buy", "Buy"), ("sell", "Sell")], max_length=4)),
+                ("buyer_fee", models.DecimalField(decimal_places=18, help_text="In the base asset.", max_digits=38)),
+                ("seller_fee", models.DecimalField(decimal_places=18, help_text="In the quote asset.", max_digits=38)),
+                ("executed_at", models.DateTimeField(help_text="Time of the order that took liquidity.")),
+                ("settled_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "buy_order",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="buy_trades", to="matching.order"
+                    ),
+                ),
+                (
+                    "buyer",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="+", to=settings.AUTH_USER_MODEL
+                    ),
+                ),
+                (
+                    "market",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="trades", to="matching.market"
+                    ),
+                ),
+                (
+                    "sell_order",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="sell_trades", to="matching.order"
+                    ),
+                ),
+                (
+                    "seller",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="+", to=settings.AUTH_USER_MODEL
+                    ),
+                ),
             ],
             options={
-                'indexes': [models.Index(fields=['market', '-seq'], name='settlement__market__c82778_idx'), models.Index(fields=['buyer', '-id'], name='settlement__buyer_i_53b0ac_idx'), models.Index(fields=['seller', '-id'], name='settlement__seller__3e6d37_idx')],
-                'constraints': [models.UniqueConstraint(fields=('market', 'seq'), name='trade_unique_seq'), models.CheckConstraint(condition=models.Q(('buyer', models.F('seller')), _negated=True), name='trade_not_self'), models.CheckConstraint(condition=models.Q(('price__gt', 0), ('quantity__gt', 0)), name='trade_positive')],
+                "indexes": [
+                    models.Index(fields=["market", "-seq"], name="settlement__market__c82778_idx"),
+                    models.Index(fields=["buyer", "-id"], name="settlement__buyer_i_53b0ac_idx"),
+                    models.Index(fields=["seller", "-id"], name="settlement__seller__3e6d37_idx"),
+                ],
+                "constraints": [
+                    models.UniqueConstraint(fields=("market", "seq"), name="trade_unique_seq"),
+                    models.CheckConstraint(
+                        condition=models.Q(("buyer", models.F("seller")), _negated=True), name="trade_not_self"
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(("price__gt", 0), ("quantity__gt", 0)), name="trade_positive"
+                    ),
+                ],
             },
         ),
     ]

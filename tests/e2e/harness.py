@@ -1,0 +1,233 @@
+"""The whole exchange as real processes, on a database, topics and queues of its own.
+
+The API (gunicorn), the matching worker, the settlement consumer, a Celery worker and Celery beat
+run exactly as `make run` starts them (the same command lines, from `exchange.stack`), against the
+machine's PostgreSQL, Redis and Kafka broker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import requests
+
+from exchange import stack
+
+ROOT = Path(__file__).resolve().parents[2]
+PASSWORD = "Correct-horse-42"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def eventually(check: Callable[[], Any], *, timeout: float = 30.0, interval: float = 0.2, what: str = "") -> Any:
+    """Poll until `check` returns something truthy; fail with the last value seen."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what or check}; last value: {last!r}")
+
+
+class Exchange:
+    def __init__(self, workdir: Path, *, extra_env: dict[str, str] | None = None) -> None:
+        run_id = uuid.uuid4().hex[:8]
+        self.workdir = workdir
+        base_url = urlsplit(os.environ.get("DATABASE_URL", stack.DEFAULT_DATABASE_URL))
+        self.db_name = f"exchange_e2e_{run_id}"
+        self.database_url = urlunsplit(base_url._replace(path=f"/{self.db_name}"))
+        self.admin_url = urlunsplit(base_url._replace(path="/postgres"))
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "exchange.settings",
+            "DATABASE_URL": self.database_url,
+            "KAFKA_TOPIC_PREFIX": f"e2e-{run_id}-",
+            "CELERY_QUEUE": f"e2e-{run_id}",
+            "CACHE_KEY_PREFIX": f"e2e-{run_id}",
+            "EXCHANGE_RUN_DIR": str(workdir),
+            "PORT": str(self.port),
+            "THROTTLE_ANON": "100000/minute",
+            "THROTTLE_USER": "100000/minute",
+            "THROTTLE_ORDERS": "100000/minute",
+            "THROTTLE_AUTH": "100000/minute",
+            "ENGINE_SNAPSHOT_SECONDS": "2",
+            "OUTBOX_RELAY_SECONDS": "1",
+            "SETTLE_SWEEP_SECONDS": "2",
+            "WEB_CONCURRENCY": "2",
+            **(extra_env or {}),
+        }
+        for key in ("EXCHANGE_TEST_RUN_ID",):
+            self.env.pop(key, None)
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.specs = {spec.name: spec for spec in stack.app_specs(self._config(), self.env)}
+        self.http = requests.Session()
+
+    def _config(self) -> stack.Config:
+        return stack.Config(
+            database_url=self.database_url,
+            redis_url=self.env.get("REDIS_URL", stack.DEFAULT_REDIS_URL),
+            kafka=self.env.get("KAFKA_BOOTSTRAP_SERVERS", stack.DEFAULT_KAFKA),
+            port=self.port,
+        )
+
+    # --- lifecycle --------------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{self.db_name}"')
+        steps = (
+            ["migrate", "--noinput", "-v", "0"],
+            ["collectstatic", "--noinput", "-v", "0"],
+            ["kafka_topics"],
+            ["seed_demo", "--no-operator"],
+        )
+        for step in steps:
+            self.manage(*step)
+
+    def manage(self, *args: str, env: dict[str, str] | None = None) -> str:
+        """Run a management command against this exchange; its output if it worked, else a failure
+        that shows what it printed."""
+        done = subprocess.run(
+            [stack.PYTHON, str(ROOT / "manage.py"), *args],
+            cwd=ROOT,
+            env={**self.env, "EXCHANGE_PROCESS": "setup", **(env or {})},
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode != 0:
+            raise AssertionError(f"manage.py {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+        return done.stdout
+
+    def start(self, *names: str) -> None:
+        for name in names or stack.APPS:
+            spec = self.specs[name]
+            log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
+            self.procs[name] = subprocess.Popen(
+                spec.argv,
+                cwd=ROOT,
+                env={**self.env, **spec.env, "PYTHONUNBUFFERED": "1"},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        if "api" in (names or stack.APPS):
+            eventually(lambda: stack.http_ok(f"{self.base}/healthz"), timeout=60, what="the API")
+
+    def signal(self, name: str, sig: int = signal.SIGTERM, *, wait: float = 30.0) -> None:
+        proc = self.procs.pop(name)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+    def stop(self) -> None:
+        for name in ("api", "beat", "celery", "settlement", "engine"):
+            if name in self.procs:
+                self.signal(name)
+
+    def teardown(self) -> None:
+        self.stop()
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            subprocess.run(
+                [
+                    stack.PYTHON,
+                    "-c",
+                    "import django; django.setup(); from exchange.kafka import client, topics; "
+                    "client.delete_topics(topics.name(t) for t in topics.ALL)",
+                ],
+                cwd=ROOT,
+                env=self.env,
+                capture_output=True,
+                timeout=30,
+            )
+
+    def logs(self) -> str:
+        parts = []
+        for path in sorted(self.workdir.glob("*.log")):
+            lines = path.read_text(errors="replace").splitlines()[-40:]
+            parts.append(f"--- {path.name}\n" + "\n".join(lines))
+        return "\n".join(parts)
+
+    # --- database ---------------------------------------------------------------------------------
+
+    def query(self, sql: str, *params: Any) -> list[tuple]:
+        with psycopg.connect(self.database_url) as conn:
+            return conn.execute(sql, params).fetchall()
+
+    # --- API --------------------------------------------------------------------------------------
+
+    def register(self, prefix: str = "trader") -> Trader:
+        username = f"{prefix}_{uuid.uuid4().hex[:8]}"
+        answer = self.http.post(
+            f"{self.base}/api/auth/register/",
+            json={"username": username, "password": PASSWORD, "email": f"{username}@example.com"},
+        )
+        assert answer.status_code == 201, answer.text
+        tokens = self.http.post(f"{self.base}/api/auth/token/", json={"username": username, "password": PASSWORD})
+        assert tokens.status_code == 200, tokens.text
+        return Trader(self, username, answer.json()["id"], tokens.json()["access"])
+
+
+class Trader:
+    def __init__(self, exchange: Exchange, username: str, user_id: int, access: str) -> None:
+        self.exchange = exchange
+        self.username = username
+        self.id = user_id
+        self.headers = {"Authorization": f"Bearer {access}"}
+
+    def call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        return self.exchange.http.request(method, f"{self.exchange.base}/api/{path}", headers=self.headers, **kwargs)
+
+    def deposit(self, asset: str, amount: str) -> dict:
+        answer = self.call("POST", "deposits/", json={"asset": asset, "amount": amount})
+        assert answer.status_code == 201, answer.text
+        deposit = answer.json()
+        eventually(
+            lambda: self.call("GET", "deposits/").json()[0]["status"] == "credited",
+            what=f"deposit {deposit['id']} to be credited",
+        )
+        return deposit
+
+    def balances(self) -> dict[str, tuple[Decimal, Decimal]]:
+        return {
+            b["asset"]: (Decimal(b["available"]), Decimal(b["locked"])) for b in self.call("GET", "balances/").json()
+        }
+
+    def order(self, **body: Any) -> requests.Response:
+        body.setdefault("cid", f"c{uuid.uuid4().hex[:20]}")
+        return self.call("POST", "orders/", json=body)
+
+    def get_order(self, order_id: int) -> dict:
+        return self.call("GET", f"orders/{order_id}/").json()
+
+    def wait_status(self, order_id: int, *statuses: str, timeout: float = 30.0) -> dict:
+        return eventually(
+            lambda: (o := self.get_order(order_id))["status"] in statuses and o,
+            timeout=timeout,
+            what=f"order {order_id} to become {'/'.join(statuses)}",
+        )

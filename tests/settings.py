@@ -1,0 +1,19 @@
+"""Settings for the test suite: the real services, with names of their own so that a test run never
+touches the data, topics or queues of an exchange running on the same machine."""
+
+import os
+import uuid
+
+RUN_ID = os.environ.setdefault("EXCHANGE_TEST_RUN_ID", uuid.uuid4().hex[:8])
+os.environ.setdefault("KAFKA_TOPIC_PREFIX", f"test-{RUN_ID}-")
+os.environ.setdefault("CELERY_QUEUE", f"test-{RUN_ID}")
+os.environ.setdefault("CACHE_KEY_PREFIX", f"test-{RUN_ID}")
+os.environ.setdefault("THROTTLE_ANON", "100000/minute")
+os.environ.setdefault("THROTTLE_USER", "100000/minute")
+os.environ.setdefault("THROTTLE_ORDERS", "100000/minute")
+os.environ.setdefault("THROTTLE_AUTH", "100000/minute")
+
+from exchange.settings import *  # noqa: E402, F403
+
+# Hashing passwords at full strength makes every test that logs in slow, and proves nothing.
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

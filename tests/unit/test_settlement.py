@@ -1,0 +1,286 @@
+"""Settlement of real engine output into PostgreSQL, without Kafka in between: the engine core's
+events go through their wire format into the inbox and out through `market_settle`."""
+
+import dataclasses
+import json
+from decimal import Decimal
+
+import pytest
+
+from accounts.models import Account, LedgerLine
+from exchange.kafka import schemas
+from matching.engine import AddMarket, CancelOrder, Engine
+from matching.models import Order, OutboxMessage
+from matching.services import order_cancel, order_place
+from settlement.models import Alert, EngineEvent, SettlementCursor, Trade
+from settlement.services import ReceivedMessage, events_ingest, market_settle
+
+pytestmark = pytest.mark.django_db
+
+TOPIC = "engine-events-under-test"
+
+
+class Pipeline:
+    """The engine and settlement glued together the way the worker and the consumer glue them."""
+
+    def __init__(self, market: str) -> None:
+        self.engine = Engine()
+        self.market = market
+        self.offset = 0
+        self.emitted: list[bytes] = []
+        self.feed(AddMarket(market=market, ts=0))
+
+    def feed(self, command) -> list[bytes]:
+        raw = [schemas.encode_event(e) for e in self.engine.apply(command)]
+        self.emitted.extend(raw)
+        return raw
+
+    def feed_outbox(self) -> None:
+        """Everything the API queued, in order, as the engine would receive it."""
+        for message in OutboxMessage.objects.filter(published_at__isnull=True).order_by("pk"):
+            self.feed(schemas.decode_command(bytes(message.payload)))
+            message.published_at = message.created_at
+            message.save()
+
+    def deliver(self, raw: list[bytes]) -> None:
+        messages = []
+        for value in raw:
+            messages.append(ReceivedMessage(partition=0, offset=self.offset, value=value))
+            self.offset += 1
+        events_ingest(topic=TOPIC, messages=messages)
+
+    def settle(self) -> int:
+        total = 0
+        while count := market_settle(market=self.market):
+            total += count
+        return total
+
+    def run(self) -> None:
+        self.feed_outbox()
+        self.deliver(self.emitted)
+        self.emitted = []
+        self.settle()
+
+
+def balance(user, asset: str, kind: str = "available") -> Decimal:
+    account = Account.objects.filter(user=user, asset_id=asset, kind=kind).first()
+    return account.balance if account else Decimal(0)
+
+
+def place(user, cid: str, side: str, price: str, quantity: str, **extra) -> Order:
+    order, _ = order_place(
+        user=user,
+        cid=cid.ljust(16, "0"),
+        symbol="BTC_USDT",
+        side=side,
+        order_type="limit",
+        price=Decimal(price),
+        quantity=Decimal(quantity),
+        **extra,
+    )
+    return order
+
+
+@pytest.fixture
+def pipeline(btc_usdt) -> Pipeline:
+    OutboxMessage.objects.all().delete()
+    return Pipeline("BTC_USDT")
+
+
+@pytest.fixture
+def alice(make_user, fund):
+    user = make_user(username="alice")
+    fund(user, "BTC", "1")
+    return user
+
+
+@pytest.fixture
+def bob(make_user, fund):
+    user = make_user(username="bob")
+    fund(user, "USDT", "1000")
+    return user
+
+
+def assert_ledger_balanced() -> None:
+    for account in Account.objects.all():
+        lines = sum((line.amount for line in LedgerLine.objects.filter(account=account)), Decimal(0))
+        assert lines == account.balance, account
+    for asset in ("BTC", "USDT"):
+        assert sum((line.amount for line in LedgerLine.objects.filter(asset=asset)), Decimal(0)) == 0
+
+
+def test_a_crossing_pair_settles_into_one_trade_with_fees_from_the_asset_received(pipeline, alice, bob):
+    sell = place(alice, "sell", "sell", "50000", "0.01")
+    buy = place(bob, "buy", "buy", "50000", "0.01")
+    pipeline.run()
+
+    trade = Trade.objects.get()
+    assert (trade.price, trade.quantity, trade.quote_amount) == (Decimal("50000"), Decimal("0.01"), Decimal("500"))
+    assert (trade.buyer, trade.seller, trade.taker_side) == (bob, alice, "buy")
+    # Maker (the resting sell) pays 0.1% of the USDT it receives, the taker 0.2% of the BTC.
+    assert (trade.seller_fee, trade.buyer_fee) == (Decimal("0.5"), Decimal("0.00002"))
+    sell.refresh_from_db()
+    buy.refresh_from_db()
+    assert (sell.status, buy.status) == ("filled", "filled")
+    assert (sell.locked, buy.locked) == (0, 0)
+    assert balance(alice, "BTC") == Decimal("0.99")
+    assert balance(alice, "USDT") == Decimal("499.5")
+    assert balance(bob, "BTC") == Decimal("0.00998")
+    assert balance(bob, "USDT") == Decimal("500")
+    for user in (alice, bob):
+        assert balance(user, "BTC", "locked") == balance(user, "USDT", "locked") == 0
+    fees = {a.asset_id: a.balance for a in Account.objects.filter(kind="fees")}
+    assert fees == {"BTC": Decimal("0.00002"), "USDT": Decimal("0.5")}
+    assert_ledger_balanced()
+
+
+def test_a_buyer_who_bid_above_the_resting_price_gets_the_difference_back(pipeline, alice, bob):
+    place(alice, "sell", "sell", "40000", "0.01")
+    buy = place(bob, "buy", "buy", "50000", "0.01")
+    pipeline.run()
+    buy.refresh_from_db()
+    assert buy.status == "filled"
+    assert Trade.objects.get().price == Decimal("40000")
+    assert balance(bob, "USDT") == Decimal("600")
+    assert balance(bob, "USDT", "locked") == 0
+    assert_ledger_balanced()
+
+
+def test_a_partial_fill_keeps_the_rest_locked_at_the_limit_price(pipeline, alice, bob):
+    place(alice, "sell", "sell", "50000", "0.004")
+    buy = place(bob, "buy", "buy", "50000", "0.01")
+    pipeline.run()
+    buy.refresh_from_db()
+    assert (buy.status, buy.filled, buy.locked) == ("partially_filled", Decimal("0.004"), Decimal("300"))
+    assert balance(bob, "USDT", "locked") == Decimal("300")
+    assert_ledger_balanced()
+
+
+def test_the_same_user_on_both_sides_does_not_trade(pipeline, make_user, fund):
+    carol = make_user(username="carol")
+    fund(carol, "BTC", "1")
+    fund(carol, "USDT", "1000")
+    sell = place(carol, "sell", "sell", "50000", "0.01")
+    buy = place(carol, "buy", "buy", "50000", "0.01")
+    pipeline.run()
+
+    assert not Trade.objects.exists()
+    sell.refresh_from_db()
+    buy.refresh_from_db()
+    assert (sell.status, buy.status, buy.reason) == ("open", "cancelled", "self_trade")
+    assert balance(carol, "USDT") == Decimal("1000")
+    assert balance(carol, "BTC", "locked") == Decimal("0.01")
+    assert_ledger_balanced()
+
+
+def test_a_cancel_through_the_engine_releases_the_funds(pipeline, bob):
+    buy = place(bob, "buy", "buy", "50000", "0.01")
+    pipeline.run()
+    order_cancel(user=bob, order_id=buy.pk)
+    pipeline.run()
+    buy.refresh_from_db()
+    assert (buy.status, buy.reason, buy.locked) == ("cancelled", "user", 0)
+    assert balance(bob, "USDT") == Decimal("1000")
+    assert_ledger_balanced()
+
+
+def test_every_event_delivered_twice_changes_nothing_the_second_time(pipeline, alice, bob):
+    place(alice, "sell", "sell", "50000", "0.01")
+    place(bob, "buy", "buy", "50000", "0.01")
+    pipeline.feed_outbox()
+    emitted = pipeline.emitted
+    pipeline.deliver(emitted)
+    pipeline.settle()
+    before = (list(Account.objects.values_list("id", "balance")), Trade.objects.count(), LedgerLine.objects.count())
+
+    pipeline.deliver(emitted)
+    pipeline.deliver(list(reversed(emitted)))
+    assert pipeline.settle() == 0
+
+    after = (list(Account.objects.values_list("id", "balance")), Trade.objects.count(), LedgerLine.objects.count())
+    assert after == before
+    assert EngineEvent.objects.count() == len(emitted)
+
+
+def test_events_arriving_out_of_order_wait_for_the_gap_and_then_settle(pipeline, alice, bob):
+    place(alice, "sell", "sell", "50000", "0.01")
+    place(bob, "buy", "buy", "50000", "0.01")
+    pipeline.feed_outbox()
+    first, rest = pipeline.emitted[:2], pipeline.emitted[2:]
+
+    pipeline.deliver(rest)
+    assert pipeline.settle() == 0
+    assert not Trade.objects.exists()
+
+    pipeline.deliver(first)
+    assert pipeline.settle() == len(first) + len(rest)
+    assert Trade.objects.count() == 1
+
+
+def test_a_gap_that_stays_open_raises_an_alert_and_settles_nothing_past_it(pipeline, alice, bob, settings):
+    settings.SETTLEMENT_GAP_ALERT_SECONDS = 0
+    place(alice, "sell", "sell", "50000", "0.01")
+    place(bob, "buy", "buy", "50000", "0.01")
+    pipeline.feed_outbox()
+    pipeline.deliver(pipeline.emitted[:1] + pipeline.emitted[2:])
+
+    assert pipeline.settle() == 1
+    assert SettlementCursor.objects.get().status == "gap"
+    assert Alert.objects.get().kind == "sequence_gap"
+    assert not Trade.objects.exists()
+
+
+def test_an_event_that_breaks_the_hash_chain_stops_the_market(pipeline, alice, bob):
+    place(alice, "sell", "sell", "50000", "0.01")
+    place(bob, "buy", "buy", "50000", "0.01")
+    pipeline.feed_outbox()
+    forged = []
+    for raw in pipeline.emitted:
+        event = schemas.decode_event(raw)
+        if event.to_dict()["type"] == "trade":
+            event = dataclasses.replace(event, price=event.price - 100_000)  # same hash, other content
+        forged.append(schemas.encode_event(event))
+    pipeline.deliver(forged)
+    pipeline.settle()
+
+    assert SettlementCursor.objects.get().status == "broken_chain"
+    assert Alert.objects.filter(kind="broken_chain").exists()
+    assert not Trade.objects.exists()
+
+
+def test_a_resent_event_with_a_different_hash_is_reported(pipeline, alice):
+    place(alice, "sell", "sell", "50000", "0.01")
+    pipeline.feed_outbox()
+    pipeline.deliver(pipeline.emitted)
+    body = json.loads(pipeline.emitted[-1])
+    body["hash"] = "f" * 64
+    pipeline.deliver([json.dumps(body).encode()])
+    assert Alert.objects.get().kind == "divergent_event"
+
+
+def test_an_unreadable_message_is_reported_and_skipped(pipeline, alice):
+    pipeline.deliver([b"\x00not json"])
+    assert Alert.objects.get().kind == "bad_message"
+
+
+def test_a_duplicate_order_copy_does_not_reject_the_original(pipeline, bob):
+    buy = place(bob, "buy", "buy", "50000", "0.01")
+    command = schemas.decode_command(bytes(OutboxMessage.objects.get().payload))
+    pipeline.feed_outbox()
+    pipeline.feed(command)  # the relay sent it again
+    pipeline.run()
+    buy.refresh_from_db()
+    assert buy.status == "open"
+    assert balance(bob, "USDT", "locked") == Decimal("500")
+
+
+def test_a_cancel_that_overtakes_its_order_still_cancels_it(pipeline, bob):
+    buy = place(bob, "buy", "buy", "50000", "0.01")
+    new_order = schemas.decode_command(bytes(OutboxMessage.objects.get().payload))
+    OutboxMessage.objects.all().delete()
+    pipeline.feed(CancelOrder(market="BTC_USDT", order_id=buy.pk, user_id=bob.pk, ts=1))
+    pipeline.feed(new_order)
+    pipeline.run()
+    buy.refresh_from_db()
+    assert (buy.status, buy.locked) == ("cancelled", 0)
+    assert balance(bob, "USDT") == Decimal("1000")
