@@ -8,7 +8,6 @@ import structlog
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
-from django.db.models import Count
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from kombu import Connection
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -16,8 +15,6 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 log = structlog.get_logger(__name__)
-
-ENGINE_STATE_KEY = "engine:state"
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
@@ -78,57 +75,52 @@ def readyz(request: HttpRequest) -> JsonResponse:
 
 
 class ExchangeCollector(Collector):
-    """Business gauges read at scrape time from the database and the engine's published state, so
-    every API process reports the same figures."""
+    """Business gauges, read at scrape time from the operations overview."""
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        from accounts.models import Deposit, Withdrawal
-        from matching.models import Order, OutboxMessage
-        from settlement.models import Alert, SettlementCursor
+        from settlement.selectors import operations_overview
 
-        settled = GaugeMetricFamily("exchange_settled_sequence", "Last engine sequence settled", labels=["market"])
-        received = GaugeMetricFamily(
-            "exchange_received_sequence", "Highest engine sequence stored in the inbox", labels=["market"]
-        )
-        emitted = GaugeMetricFamily("exchange_emitted_sequence", "Last sequence the engine emitted", labels=["market"])
-        lag = GaugeMetricFamily(
-            "exchange_settlement_lag_events", "Events emitted by the engine and not yet settled", labels=["market"]
-        )
+        overview = operations_overview()
+        per_market = {
+            "settled": ("exchange_settled_sequence", "Last engine sequence settled"),
+            "received": ("exchange_received_sequence", "Highest engine sequence stored in the inbox"),
+            "emitted": ("exchange_emitted_sequence", "Last sequence the engine emitted"),
+            "lag": ("exchange_settlement_lag_events", "Events emitted by the engine and not yet settled"),
+        }
+        for key, (name, documentation) in per_market.items():
+            family = GaugeMetricFamily(name, documentation, labels=["market"])
+            for market in overview["markets"]:
+                family.add_metric([market["market"]], market[key])
+            yield family
         stopped = GaugeMetricFamily(
             "exchange_settlement_stopped", "1 when settlement of a market is stopped", labels=["market", "reason"]
         )
-        engine_state = cache.get(ENGINE_STATE_KEY) or {}
-        for cursor in SettlementCursor.objects.all():
-            settled.add_metric([cursor.market], cursor.seq)
-            received.add_metric([cursor.market], cursor.received_seq)
-            engine_seq = engine_state.get("sequences", {}).get(cursor.market, cursor.received_seq)
-            emitted.add_metric([cursor.market], engine_seq)
-            lag.add_metric([cursor.market], max(engine_seq, cursor.received_seq) - cursor.seq)
-            stopped.add_metric([cursor.market, cursor.status], 0 if cursor.status == "ok" else 1)
-        yield from (settled, received, emitted, lag, stopped)
+        for market in overview["markets"]:
+            stopped.add_metric([market["market"], market["status"]], 0 if market["status"] == "ok" else 1)
+        yield stopped
 
         orders = GaugeMetricFamily("exchange_orders", "Orders by status", labels=["status"])
-        for row in Order.objects.values("status").annotate(n=Count("id")):
-            orders.add_metric([row["status"]], row["n"])
+        for status, count in overview["orders"].items():
+            orders.add_metric([status], count)
         yield orders
 
         outbox = GaugeMetricFamily("exchange_outbox_unpublished", "Commands not yet acknowledged by Kafka")
-        outbox.add_metric([], OutboxMessage.objects.filter(published_at__isnull=True).count())
+        outbox.add_metric([], overview["outbox_unpublished"])
         yield outbox
 
         waiting = GaugeMetricFamily("exchange_operator_queue", "Items waiting for an operator", labels=["kind"])
-        waiting.add_metric(["deposit"], Deposit.objects.filter(status=Deposit.Status.AWAITING_APPROVAL).count())
-        waiting.add_metric(["withdrawal"], Withdrawal.objects.filter(status=Withdrawal.Status.PENDING).count())
+        waiting.add_metric(["deposit"], overview["deposits_awaiting"])
+        waiting.add_metric(["withdrawal"], overview["withdrawals_pending"])
         yield waiting
 
         alerts = GaugeMetricFamily("exchange_open_alerts", "Unresolved alerts", labels=["kind"])
-        for row in Alert.objects.filter(resolved_at__isnull=True).values("kind").annotate(n=Count("id")):
-            alerts.add_metric([row["kind"]], row["n"])
+        for kind, count in overview["alerts"].items():
+            alerts.add_metric([kind], count)
         yield alerts
 
-        if engine_state:
+        if overview["engine_commands"] is not None:
             commands = GaugeMetricFamily("exchange_engine_commands", "Commands the matching worker has applied")
-            commands.add_metric([], engine_state.get("commands", 0))
+            commands.add_metric([], overview["engine_commands"])
             yield commands
 
 

@@ -13,10 +13,6 @@ class TokenApi(TokenObtainPairView):
     throttle_scope = "auth"
 
 
-admin.site.site_header = "Exchange operations"
-admin.site.site_title = "Exchange operations"
-admin.site.index_title = "Accounts, markets and settlement"
-
 api = [
     path("auth/register/", RegisterApi.as_view(), name="register"),
     path("auth/token/", TokenApi.as_view(), name="token"),

@@ -5,6 +5,10 @@ from django.core.cache import cache
 from accounts.models import User
 from matching.models import Market, Order
 
+# What the matching worker publishes to the cache after each batch: per market its last sequence
+# number, and how many commands it has applied.
+ENGINE_STATE_KEY = "engine:state"
+
 
 def depth_cache_key(symbol: str) -> str:
     return f"depth:{symbol}"

@@ -4,6 +4,7 @@ from django.db.models import Q
 
 from accounts.models import User
 from matching.models import Market
+from matching.selectors import ENGINE_STATE_KEY
 from settlement.models import Trade
 
 
@@ -38,3 +39,44 @@ def fills_for_user(*, user: User, symbol: str | None = None, limit: int = 100) -
             }
         )
     return fills
+
+
+def operations_overview() -> dict:
+    """What an operator watches: settlement progress per market and the work waiting for someone.
+
+    Read from PostgreSQL and from the state the matching worker publishes, so every API process (the
+    admin dashboard, `/metrics`) shows the same figures.
+    """
+    from django.core.cache import cache
+    from django.db.models import Count
+
+    from accounts.models import Deposit, Withdrawal
+    from matching.models import Order, OutboxMessage
+    from settlement.models import Alert, SettlementCursor
+
+    engine = cache.get(ENGINE_STATE_KEY) or {}
+    emitted = engine.get("sequences", {})
+    markets = []
+    for cursor in SettlementCursor.objects.order_by("market"):
+        engine_seq = max(emitted.get(cursor.market, 0), cursor.received_seq)
+        markets.append(
+            {
+                "market": cursor.market,
+                "settled": cursor.seq,
+                "received": cursor.received_seq,
+                "emitted": engine_seq,
+                "lag": engine_seq - cursor.seq,
+                "status": cursor.status,
+            }
+        )
+    alerts = dict(Alert.objects.filter(resolved_at__isnull=True).values_list("kind").annotate(n=Count("id")).order_by())
+    return {
+        "markets": markets,
+        "alerts": alerts,
+        "alerts_total": sum(alerts.values()),
+        "withdrawals_pending": Withdrawal.objects.filter(status=Withdrawal.Status.PENDING).count(),
+        "deposits_awaiting": Deposit.objects.filter(status=Deposit.Status.AWAITING_APPROVAL).count(),
+        "outbox_unpublished": OutboxMessage.objects.filter(published_at__isnull=True).count(),
+        "orders": dict(Order.objects.values_list("status").annotate(n=Count("id")).order_by()),
+        "engine_commands": engine.get("commands"),
+    }

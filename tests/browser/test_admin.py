@@ -78,6 +78,21 @@ def test_the_login_page_refuses_a_wrong_password(browser: Browser, exchange: Exc
     page.close()
 
 
+def test_the_dashboard_shows_settlement_and_the_work_waiting(page: Page, exchange: Exchange) -> None:
+    trader = exchange.register("dashboard")
+    trader.deposit("USDT", "50")
+    trader.call("POST", "withdrawals/", json={"asset": "USDT", "amount": "5", "address": "T9dash"})
+    page.goto(f"{exchange.base}/admin/")
+    pending = int(page.locator("#withdrawals-pending").inner_text())
+    assert pending >= 1
+    expect(page.locator("#settlement-module")).to_contain_text("BTC_USDT")
+    expect(page.locator("#settlement-module")).to_contain_text("ETH_USDT")
+    shot(page, "admin-dashboard")
+    page.get_by_role("link", name="Withdrawals to review").click()
+    expect(page.locator("#result_list tbody tr")).to_have_count(pending)
+    expect(page.locator("#result_list")).to_contain_text(trader.username)
+
+
 def test_the_operator_sees_every_model_on_the_index(page: Page) -> None:
     for section in ("Accounts and money", "Markets and orders", "Settlement"):
         expect(page.get_by_role("table", name=section)).to_be_visible()

@@ -19,11 +19,10 @@ from django.db import close_old_connections, transaction
 from kafka import TopicPartition
 
 from exchange.api import decimal_str
-from exchange.health import ENGINE_STATE_KEY
 from exchange.kafka import client, schemas, topics
 from matching.engine import Engine
 from matching.models import EngineSnapshot, Market
-from matching.selectors import depth_cache_key
+from matching.selectors import ENGINE_STATE_KEY, depth_cache_key
 
 log = structlog.get_logger(__name__)
 

@@ -1,0 +1,5 @@
+from django.contrib.admin.apps import AdminConfig
+
+
+class ExchangeAdminConfig(AdminConfig):
+    default_site = "exchange.admin_site.ExchangeAdminSite"
