@@ -118,6 +118,14 @@ class ExchangeCollector(Collector):
             alerts.add_metric([kind], count)
         yield alerts
 
+        run = overview["last_reconciliation"]
+        if run is not None:
+            reconciled = GaugeMetricFamily(
+                "exchange_reconciliation_ok", "1 when the last reconciliation found every invariant holding"
+            )
+            reconciled.add_metric([], 1 if run.ok else 0)
+            yield reconciled
+
         if overview["engine_commands"] is not None:
             commands = GaugeMetricFamily("exchange_engine_commands", "Commands the matching worker has applied")
             commands.add_metric([], overview["engine_commands"])

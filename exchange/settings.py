@@ -149,6 +149,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "matching.tasks.outbox_relay",
         "schedule": env.float("OUTBOX_RELAY_SECONDS", default=2.0),
     },
+    "reconcile": {
+        "task": "settlement.tasks.reconcile",
+        "schedule": env.float("RECONCILE_SECONDS", default=60.0),
+    },
     "credit-waiting-deposits": {
         "task": "accounts.tasks.deposits_credit_pending",
         "schedule": env.float("DEPOSIT_SWEEP_SECONDS", default=10.0),

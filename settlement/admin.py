@@ -3,7 +3,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from exchange.admin_tools import ReadOnlyAdmin, run_service_action
-from settlement.models import Alert, ConsumerOffset, EngineEvent, SettlementCursor, Trade
+from settlement.models import Alert, ConsumerOffset, EngineEvent, ReconciliationRun, SettlementCursor, Trade
 from settlement.services import alert_resolve
 
 
@@ -60,3 +60,14 @@ class AlertAdmin(ReadOnlyAdmin):
         run_service_action(
             self, request, queryset, lambda a: alert_resolve(alert_id=a.pk, acting_user=request.user), "alerts resolved"
         )
+
+
+@admin.register(ReconciliationRun)
+class ReconciliationRunAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "ok", "failed_checks", "duration_ms"]
+    list_filter = ["ok", "created_at"]
+    date_hierarchy = "created_at"
+
+    @admin.display(description="failed checks")
+    def failed_checks(self, run: ReconciliationRun) -> str:
+        return "; ".join(f"{c['check']} ({c['count']})" for c in run.checks if not c["ok"]) or "-"

@@ -127,3 +127,18 @@ class Alert(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.market}"
+
+
+class ReconciliationRun(models.Model):
+    """One run of `manage.py reconcile` (or of its beat task): every invariant and what broke it."""
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    ok = models.BooleanField()
+    checks = models.JSONField(help_text="[{check, ok, checked, problems}] for every invariant.")
+    duration_ms = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"reconciliation {self.created_at:%Y-%m-%d %H:%M:%S} {'ok' if self.ok else 'FAILED'}"

@@ -52,7 +52,7 @@ def operations_overview() -> dict:
 
     from accounts.models import Deposit, Withdrawal
     from matching.models import Order, OutboxMessage
-    from settlement.models import Alert, SettlementCursor
+    from settlement.models import Alert, ReconciliationRun, SettlementCursor
 
     engine = cache.get(ENGINE_STATE_KEY) or {}
     emitted = engine.get("sequences", {})
@@ -79,4 +79,5 @@ def operations_overview() -> dict:
         "outbox_unpublished": OutboxMessage.objects.filter(published_at__isnull=True).count(),
         "orders": dict(Order.objects.values_list("status").annotate(n=Count("id")).order_by()),
         "engine_commands": engine.get("commands"),
+        "last_reconciliation": ReconciliationRun.objects.order_by("-id").first(),
     }

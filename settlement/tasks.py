@@ -34,3 +34,10 @@ def settle_backlog() -> list[str]:
     for market in markets:
         settle_market.delay(market)
     return markets
+
+
+@shared_task(ignore_result=True)
+def reconcile() -> bool:
+    from settlement.reconciliation import reconciliation_run
+
+    return reconciliation_run().ok

@@ -2,31 +2,8 @@
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from matching.engine import GENESIS_HASH, canonical, chain_hash, event_from_dict
 from settlement.models import EngineEvent
-
-
-def chain_check(market: str) -> tuple[int, str, list[str]]:
-    """(events checked, last hash, problems) for one market's stored events."""
-    problems: list[str] = []
-    expected, previous, count = 1, GENESIS_HASH, 0
-    rows = EngineEvent.objects.filter(market=market).order_by("seq").values_list("seq", "payload", "hash")
-    for seq, payload, digest in rows.iterator(chunk_size=2000):
-        count += 1
-        if seq != expected:
-            problems.append(f"#{expected}..#{seq - 1} missing")
-            # The chain cannot be checked across a hole; carry on from the next stored event.
-            previous = None
-        try:
-            event = event_from_dict(payload, digest)
-        except (ValueError, TypeError, KeyError) as exc:
-            problems.append(f"#{seq} unreadable: {exc}")
-            previous, expected = None, seq + 1
-            continue
-        if previous is not None and chain_hash(previous, canonical(event)) != digest:
-            problems.append(f"#{seq} does not chain onto #{seq - 1}")
-        previous, expected = digest, seq + 1
-    return count, previous or "", problems
+from settlement.reconciliation import chain_check
 
 
 class Command(BaseCommand):

@@ -1,0 +1,121 @@
+from decimal import Decimal
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import IntegrityError, transaction
+
+from accounts.models import Account, Deposit, LedgerEntry, LedgerLine
+from matching.models import Order
+from settlement.models import Alert, EngineEvent, ReconciliationRun, Trade
+from settlement.reconciliation import reconciliation_checks, reconciliation_run
+from tests.unit.conftest import place
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def busy(pipeline, alice, bob, fund):
+    """Trades, a partial fill, a resting order and a pending withdrawal, all settled."""
+    from accounts.services import withdrawal_request
+
+    place(alice, "sell1", "sell", "50000", "0.01")
+    place(bob, "buy1", "buy", "50000", "0.004")
+    place(bob, "buy2", "buy", "49000", "0.002")
+    place(alice, "sell2", "sell", "51000", "0.003")
+    pipeline.run()
+    withdrawal_request(user=bob, asset=bob.accounts.first().asset, amount=Decimal("1"), address="x")
+    return pipeline
+
+
+def failures() -> dict[str, list[str]]:
+    return {c.check: c.problems for c in reconciliation_checks() if not c.ok}
+
+
+def test_a_settled_busy_exchange_reconciles(busy):
+    assert Trade.objects.count() == 1
+    assert failures() == {}
+    out = StringIO()
+    call_command("reconcile", stdout=out)
+    assert out.getvalue().strip().endswith("all invariants hold")
+
+
+def test_a_line_written_around_the_ledger_service_is_found(busy):
+    account = Account.objects.get(user__username="alice", asset="BTC", kind="available")
+    entry = LedgerEntry.objects.create(kind="deposit", reference="forged")
+    LedgerLine.objects.create(entry=entry, account=account, asset_id="BTC", amount=Decimal("5"))
+    found = failures()
+    assert found["the ledger sums to zero per asset"] == ["asset BTC sums to 5.000000000000000000"]
+    assert found["every balance equals the sum of its ledger lines"] == [
+        f"account {account.pk} (alice:BTC:available) holds {account.balance}, its lines sum to "
+        f"{account.balance + 5:.18f}"
+    ]
+
+
+def test_locked_funds_no_order_accounts_for_are_found(busy):
+    order = Order.objects.filter(status="open").first()
+    Order.objects.filter(pk=order.pk).update(locked=order.locked - Decimal("0.001"))
+    [problem] = failures()["locked equals what open orders and pending withdrawals hold"]
+    assert problem.startswith(f"user {order.user_id} ")
+
+
+def test_a_lost_trade_row_is_named(busy):
+    trade = Trade.objects.get()
+    LedgerLine.objects.filter(entry__reference=f"trade:BTC_USDT:{trade.seq}").delete()
+    trade.delete()
+    assert (
+        f"BTC_USDT: trade event #{trade.seq} has no trade"
+        in failures()["every engine event settled exactly once, no gap"]
+    )
+
+
+def test_a_missing_settled_event_is_named(busy):
+    EngineEvent.objects.filter(seq=3).delete()
+    found = failures()
+    assert any("events stored up to" in p for p in found["every engine event settled exactly once, no gap"])
+    assert found["the engine's hash chain verifies"] == ["BTC_USDT: #3..#3 missing"]
+
+
+def test_an_altered_event_breaks_the_chain_check(busy):
+    event = EngineEvent.objects.get(type="trade")
+    event.payload = {**event.payload, "price": event.payload["price"] + 1}
+    event.save()
+    assert failures()["the engine's hash chain verifies"] == [
+        f"BTC_USDT: #{event.seq} does not chain onto #{event.seq - 1}"
+    ]
+
+
+def test_the_command_exits_non_zero_and_the_recorded_run_raises_an_alert(busy):
+    Order.objects.filter(status="open").update(locked=Decimal("0.5"))
+    with pytest.raises(CommandError, match="invariant"):
+        call_command("reconcile", stdout=StringIO())
+    run = reconciliation_run()
+    assert not run.ok
+    assert ReconciliationRun.objects.count() == 1
+    assert Alert.objects.get().kind == "reconciliation"
+
+
+def test_the_database_refuses_a_negative_balance(busy):
+    account = Account.objects.get(user__username="alice", asset="BTC", kind="available")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Account.objects.filter(pk=account.pk).update(balance=Decimal("-0.00000001"))
+
+
+def test_the_database_refuses_a_second_event_with_the_same_sequence(busy):
+    event = EngineEvent.objects.first()
+    with pytest.raises(IntegrityError), transaction.atomic():
+        EngineEvent.objects.create(market=event.market, seq=event.seq, type="done", payload={}, hash="0" * 64)
+
+
+def test_the_database_refuses_a_second_order_with_the_same_cid(busy):
+    order = Order.objects.first()
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Order.objects.create(
+            user=order.user, market=order.market, cid=order.cid, side="buy", order_type="limit", price=1, quantity=1
+        )
+
+
+def test_the_database_refuses_a_second_deposit_with_the_same_tx_id(busy, bob):
+    Deposit.objects.create(user=bob, asset_id="BTC", amount=1, tx_id="0xfeed")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Deposit.objects.create(user=bob, asset_id="BTC", amount=2, tx_id="0xfeed")
