@@ -7,9 +7,7 @@ stored with it. The engine is deterministic, so the events it emits again are id
 sequence numbers, same hashes) and settlement drops them as duplicates.
 """
 
-import signal
 import time
-from types import FrameType
 
 import structlog
 from django.conf import settings
@@ -20,6 +18,7 @@ from kafka import TopicPartition
 
 from exchange.api import decimal_str
 from exchange.kafka import client, schemas, topics
+from exchange.worker import LoopWorker
 from matching.engine import Engine
 from matching.models import EngineSnapshot, Market
 from matching.selectors import ENGINE_STATE_KEY, depth_cache_key
@@ -33,13 +32,15 @@ class SendFailed(Exception):
     """The broker did not acknowledge every event of a batch."""
 
 
-class Worker:
+class Worker(LoopWorker):
+    name = "engine"
+
     def __init__(self, *, partitions: list[int], snapshot_seconds: float, snapshot_commands: int) -> None:
+        super().__init__()
         self.partitions = [tp.partition for tp in client.partitions_of(topics.ORDERS, partitions)]
-        self.name = "orders:" + ",".join(str(p) for p in self.partitions)
+        self.worker_id = "orders:" + ",".join(str(p) for p in self.partitions)
         self.snapshot_seconds = snapshot_seconds
         self.snapshot_commands = snapshot_commands
-        self.stopping = False
         self.engine = Engine()
         self.offsets: dict[int, int] = {}
         self.commands = 0
@@ -51,15 +52,15 @@ class Worker:
     # --- state ------------------------------------------------------------------------------------
 
     def restore(self) -> None:
-        snapshot = EngineSnapshot.objects.filter(worker=self.name).order_by("-id").first()
+        snapshot = EngineSnapshot.objects.filter(worker=self.worker_id).order_by("-id").first()
         if snapshot is None:
             self.engine, self.offsets, self.commands = Engine(), {}, 0
-            log.info("engine_start_empty", worker=self.name)
+            log.info("engine_start_empty", worker=self.worker_id)
         else:
             self.engine = Engine.restore(bytes(snapshot.data))
             self.offsets = {int(p): int(o) for p, o in snapshot.offsets.items()}
             self.commands = snapshot.commands
-            log.info("engine_restored", worker=self.name, snapshot=snapshot.pk, offsets=self.offsets)
+            log.info("engine_restored", worker=self.worker_id, snapshot=snapshot.pk, offsets=self.offsets)
         self.commands_at_snapshot = self.commands
         self.snapshot_at = time.monotonic()
 
@@ -67,12 +68,12 @@ class Worker:
         data = self.engine.snapshot()
         with transaction.atomic():
             saved = EngineSnapshot.objects.create(
-                worker=self.name,
+                worker=self.worker_id,
                 offsets={str(p): o for p, o in self.offsets.items()},
                 commands=self.commands,
                 data=data,
             )
-            old = EngineSnapshot.objects.filter(worker=self.name).order_by("-id").values_list("pk", flat=True)
+            old = EngineSnapshot.objects.filter(worker=self.worker_id).order_by("-id").values_list("pk", flat=True)
             EngineSnapshot.objects.filter(pk__in=list(old[_SNAPSHOTS_KEPT:])).delete()
         self.commands_at_snapshot = self.commands
         self.snapshot_at = time.monotonic()
@@ -91,6 +92,7 @@ class Worker:
     def connect(self) -> None:
         if self.consumer is not None:
             self.consumer.close()
+            self.consumer = None
         self.consumer = client.consumer(auto_offset_reset="earliest")
         assigned = [TopicPartition(topics.name(topics.ORDERS), p) for p in self.partitions]
         self.consumer.assign(assigned)
@@ -158,7 +160,7 @@ class Worker:
             cache.set(
                 ENGINE_STATE_KEY,
                 {
-                    "worker": self.name,
+                    "worker": self.worker_id,
                     "commands": self.commands,
                     "sequences": {m: self.engine.market_state(m)[1] for m in self.engine.markets},
                 },
@@ -169,37 +171,34 @@ class Worker:
 
     # --- main loop --------------------------------------------------------------------------------
 
-    def run(self) -> None:
+    # --- the loop ---------------------------------------------------------------------------------
+
+    def setup(self) -> None:
         client.ensure_topics()
         self.restore()
         self.connect()
-        log.info("engine_running", worker=self.name, markets=sorted(self.engine.markets))
-        backoff = 1.0
-        while not self.stopping:
+        log.info("engine_running", worker=self.worker_id, markets=sorted(self.engine.markets))
+
+    def step(self) -> None:
+        self.run_batch()
+        if self.snapshot_due():
+            close_old_connections()
+            self.snapshot()
+
+    def on_failure(self) -> None:
+        # Whatever was matched since the last snapshot is matched again, identically, from there.
+        client.reset_producer()
+
+    def teardown(self, *, ready: bool) -> None:
+        if ready:
             try:
-                self.run_batch()
-                backoff = 1.0
-            except Exception as exc:  # noqa: BLE001 - any Kafka failure: go back to the last snapshot
-                log.error("engine_batch_failed", error=repr(exc))
-                client.reset_producer()
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
-                close_old_connections()
-                self.restore()
-                self.connect()
-                continue
-            if self.snapshot_due():
+                client.producer().flush()
                 close_old_connections()
                 self.snapshot()
-        client.producer().flush()
-        close_old_connections()
-        self.snapshot()
-        self.consumer.close()
-        log.info("engine_stopped", worker=self.name, commands=self.commands)
-
-    def stop(self, signum: int, frame: FrameType | None) -> None:
-        log.info("engine_stopping", signal=signum)
-        self.stopping = True
+            except Exception as exc:  # noqa: BLE001 - the previous snapshot still holds
+                log.error("engine_final_snapshot_failed", error=repr(exc))
+        if self.consumer is not None:
+            self.consumer.close()
 
 
 class Command(BaseCommand):
@@ -221,6 +220,4 @@ class Command(BaseCommand):
             snapshot_seconds=options["snapshot_seconds"],
             snapshot_commands=options["snapshot_commands"],
         )
-        signal.signal(signal.SIGTERM, worker.stop)
-        signal.signal(signal.SIGINT, worker.stop)
         worker.run()

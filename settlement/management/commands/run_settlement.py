@@ -5,10 +5,6 @@ exactly where the database says, whatever the broker or Redis remember. Every ba
 Celery task per market it touched, enqueued after commit; the beat sweep covers any task Redis loses.
 """
 
-import signal
-import time
-from types import FrameType
-
 import structlog
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
@@ -16,22 +12,26 @@ from django.db import close_old_connections
 from kafka import TopicPartition
 
 from exchange.kafka import client, topics
+from exchange.worker import LoopWorker
 from settlement.services import ReceivedMessage, consumer_offsets, events_ingest
 from settlement.tasks import settle_market
 
 log = structlog.get_logger(__name__)
 
 
-class Consumer:
+class Consumer(LoopWorker):
+    name = "settlement_consumer"
+
     def __init__(self, *, partitions: list[int]) -> None:
+        super().__init__()
         self.topic = topics.name(topics.ENGINE_EVENTS)
         self.partitions = [tp.partition for tp in client.partitions_of(topics.ENGINE_EVENTS, partitions)]
-        self.stopping = False
         self.kafka = None
 
     def connect(self) -> None:
         if self.kafka is not None:
             self.kafka.close()
+            self.kafka = None
         offsets = consumer_offsets(topic=self.topic)
         self.kafka = client.consumer(auto_offset_reset="earliest")
         assigned = [TopicPartition(self.topic, p) for p in self.partitions]
@@ -58,29 +58,16 @@ class Consumer:
                 log.warning("settle_enqueue_failed", market=market, exc_info=True)
         return len(messages)
 
-    def run(self) -> None:
+    def setup(self) -> None:
         client.ensure_topics()
         self.connect()
-        backoff = 1.0
-        while not self.stopping:
-            try:
-                self.run_batch()
-                backoff = 1.0
-            except Exception as exc:  # noqa: BLE001 - resume from the database's offsets
-                log.error("settlement_batch_failed", error=repr(exc))
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
-                close_old_connections()
-                try:
-                    self.connect()
-                except Exception as again:  # noqa: BLE001
-                    log.error("settlement_reconnect_failed", error=repr(again))
-        self.kafka.close()
-        log.info("settlement_consumer_stopped")
 
-    def stop(self, signum: int, frame: FrameType | None) -> None:
-        log.info("settlement_consumer_stopping", signal=signum)
-        self.stopping = True
+    def step(self) -> None:
+        self.run_batch()
+
+    def teardown(self, *, ready: bool) -> None:
+        if self.kafka is not None:
+            self.kafka.close()
 
 
 class Command(BaseCommand):
@@ -96,6 +83,4 @@ class Command(BaseCommand):
 
     def handle(self, *args: object, **options: object) -> None:
         consumer = Consumer(partitions=options["partitions"])
-        signal.signal(signal.SIGTERM, consumer.stop)
-        signal.signal(signal.SIGINT, consumer.stop)
         consumer.run()
