@@ -3,7 +3,6 @@ from rest_framework import serializers, status
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.tokens import RefreshToken
@@ -13,6 +12,7 @@ from accounts.selectors import balances_for_user, deposits_for_user, withdrawals
 from accounts.services import deposit_create, user_register, withdrawal_request
 from exchange.api import AmountField
 from exchange.errors import InvalidRequest
+from exchange.throttling import ScopedRateThrottle
 
 
 class RegisterApi(APIView):

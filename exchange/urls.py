@@ -5,11 +5,13 @@ from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
 from accounts.apis import BalancesApi, DepositsApi, LogoutApi, RegisterApi, WithdrawalsApi
 from exchange import health
+from exchange.throttling import ScopedRateThrottle
 from matching.apis import MarketDepthApi, MarketsApi, MarketTradesApi, OrderDetailApi, OrdersApi
 from settlement.apis import FillsApi
 
 
 class TokenApi(TokenObtainPairView):
+    throttle_classes = [ScopedRateThrottle]
     throttle_scope = "auth"
 
 

@@ -3,11 +3,11 @@ from rest_framework import serializers, status
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import AnonRateThrottle, ScopedRateThrottle, UserRateThrottle
 from rest_framework.views import APIView
 
 from exchange.api import AmountField, CaseInsensitiveChoiceField
 from exchange.errors import NotFound
+from exchange.throttling import AnonRateThrottle, ScopedRateThrottle, UserRateThrottle
 from matching.models import Market, Order
 from matching.selectors import market_depth, orders_for_user
 from matching.services import order_cancel, order_place

@@ -1,8 +1,10 @@
 """Reads of markets, orders and the engine's published book."""
 
 from django.core.cache import cache
+from redis.exceptions import RedisError
 
 from accounts.models import User
+from exchange.errors import Unavailable
 from matching.models import Market, Order
 
 # What the matching worker publishes to the cache after each batch: per market its last sequence
@@ -16,7 +18,10 @@ def depth_cache_key(symbol: str) -> str:
 
 def market_depth(*, market: Market, limit: int) -> dict:
     """The book as the matching worker last published it, with the engine sequence it reflects."""
-    published = cache.get(depth_cache_key(market.symbol))
+    try:
+        published = cache.get(depth_cache_key(market.symbol))
+    except (RedisError, OSError) as exc:
+        raise Unavailable("depth_unavailable", "The order book is not available right now; try again.") from exc
     if published is None:
         return {"symbol": market.symbol, "sequence": None, "bids": [], "asks": []}
     return {
