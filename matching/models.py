@@ -105,6 +105,8 @@ class Order(models.Model):
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING, db_index=True)
     reason = models.CharField(max_length=32, blank=True, help_text="Why it was cancelled or rejected.")
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    resends = models.PositiveIntegerField(default=0, help_text="Times the relay sent this order's command again.")
+    resent_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -7,7 +7,7 @@ from decimal import Decimal
 import structlog
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from accounts.models import Asset, LedgerEntry, User
@@ -16,6 +16,7 @@ from exchange.errors import Conflict, InvalidRequest, NotFound
 from exchange.kafka import client, schemas, topics
 from matching.engine import AddMarket, CancelOrder, Command, HaltMarket, NewOrder, ResumeMarket
 from matching.models import Market, Order, OutboxMessage
+from matching.publisher import publisher
 
 log = structlog.get_logger(__name__)
 
@@ -40,7 +41,7 @@ def outbox_add(command: Command) -> OutboxMessage:
     message = OutboxMessage.objects.create(
         topic=topics.ORDERS, key=command.market, payload=schemas.encode_command(command)
     )
-    transaction.on_commit(lambda: outbox_publish(ids=[message.pk]))
+    transaction.on_commit(lambda: publisher.submit([message.pk]))
     return message
 
 
@@ -80,10 +81,20 @@ def outbox_relay(*, older_than: float = 1.0, limit: int = 1000) -> int:
     return sent + orders_resend_stale(limit=limit)
 
 
+def _resend_due(order: Order, now: datetime) -> bool:
+    """Each resend of the same order waits twice as long as the one before (capped), so an engine
+    that is merely slow to answer, or a settlement that is stopped, is not flooded with copies."""
+    since = order.resent_at or order.cancel_requested_at or order.created_at
+    wait = settings.OUTBOX_RETRY_SECONDS * 2 ** min(order.resends, 8)
+    return (now - since).total_seconds() >= wait
+
+
 def orders_resend_stale(*, limit: int = 1000) -> int:
     """A broker that lost acknowledged messages (a crash before its disk write) would leave orders
-    pending or cancels unapplied forever; the database knows better, so it asks again."""
-    cutoff = timezone.now() - timedelta(seconds=settings.OUTBOX_RETRY_SECONDS)
+    pending or cancels unapplied forever; the database knows better, so it asks again. The engine
+    drops a copy of an order it already has."""
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=settings.OUTBOX_RETRY_SECONDS)
     stale = (
         Order.objects.filter(
             Q(status=Order.Status.PENDING, created_at__lt=cutoff)
@@ -94,6 +105,8 @@ def orders_resend_stale(*, limit: int = 1000) -> int:
     )
     resent = 0
     for order in stale:
+        if not _resend_due(order, now):
+            continue
         commands: list[Command] = []
         if order.status == Order.Status.PENDING:
             commands.append(order_command(order))
@@ -113,7 +126,8 @@ def orders_resend_stale(*, limit: int = 1000) -> int:
                 log.warning("order_resend_failed", order_id=order.pk, error=repr(exc))
                 client.reset_producer()
                 return resent
-            resent += 1
+        Order.objects.filter(pk=order.pk).update(resent_at=now, resends=F("resends") + 1)
+        resent += 1
     if resent:
         log.info("orders_resent", count=resent)
     return resent

@@ -72,6 +72,7 @@ def admin() -> KafkaAdminClient:
         bootstrap_servers=settings.KAFKA["BOOTSTRAP_SERVERS"],
         client_id=f"exchange-{settings.EXCHANGE_PROCESS}-admin",
         request_timeout_ms=settings.KAFKA["PRODUCER"]["request_timeout_ms"],
+        bootstrap_timeout_ms=settings.KAFKA["PRODUCER"]["bootstrap_timeout_ms"],
     )
 
 

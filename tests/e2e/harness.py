@@ -48,10 +48,12 @@ def eventually(check: Callable[[], Any], *, timeout: float = 30.0, interval: flo
 
 
 class Exchange:
-    def __init__(self, workdir: Path, *, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, workdir: Path, *, database_server: str | None = None, extra_env: dict[str, str] | None = None
+    ) -> None:
         run_id = uuid.uuid4().hex[:8]
         self.workdir = workdir
-        base_url = urlsplit(os.environ.get("DATABASE_URL", stack.DEFAULT_DATABASE_URL))
+        base_url = urlsplit(database_server or os.environ.get("DATABASE_URL", stack.DEFAULT_DATABASE_URL))
         self.db_name = f"exchange_e2e_{run_id}"
         self.database_url = urlunsplit(base_url._replace(path=f"/{self.db_name}"))
         self.admin_url = urlunsplit(base_url._replace(path="/postgres"))
@@ -118,14 +120,14 @@ class Exchange:
             raise AssertionError(f"manage.py {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
         return done.stdout
 
-    def start(self, *names: str) -> None:
+    def start(self, *names: str, env: dict[str, str] | None = None) -> None:
         for name in names or stack.APPS:
             spec = self.specs[name]
             log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
             self.procs[name] = subprocess.Popen(
                 spec.argv,
                 cwd=ROOT,
-                env={**self.env, **spec.env, "PYTHONUNBUFFERED": "1"},
+                env={**self.env, **spec.env, "PYTHONUNBUFFERED": "1", **(env or {})},
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -201,7 +203,16 @@ class Trader:
         self.headers = {"Authorization": f"Bearer {access}"}
 
     def call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        return self.exchange.http.request(method, f"{self.exchange.base}/api/{path}", headers=self.headers, **kwargs)
+        url = f"{self.exchange.base}/api/{path}"
+        answer = self.exchange.http.request(method, url, headers=self.headers, **kwargs)
+        if answer.status_code == 401 and answer.json()["error"]["code"] == "token_not_valid":
+            # What any client does when its access token has expired: log in again, once.
+            tokens = self.exchange.http.post(
+                f"{self.exchange.base}/api/auth/token/", json={"username": self.username, "password": PASSWORD}
+            )
+            self.headers = {"Authorization": f"Bearer {tokens.json()['access']}"}
+            answer = self.exchange.http.request(method, url, headers=self.headers, **kwargs)
+        return answer
 
     def deposit(self, asset: str, amount: str) -> dict:
         answer = self.call("POST", "deposits/", json={"asset": asset, "amount": amount})

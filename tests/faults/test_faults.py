@@ -1,0 +1,310 @@
+"""Nothing lost, nothing doubled: real processes and services killed or restarted under traffic.
+
+Every scenario sends random orders and cancels from several traders through the real API, injects
+its fault, lets the exchange recover, then requires `manage.py reconcile` to pass and the trades in
+PostgreSQL to be exactly the trades one uninterrupted engine produces from the same input.
+"""
+
+import random
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from decimal import Decimal
+
+import pytest
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from tests.e2e.harness import Exchange, eventually
+from tests.faults.harness import (
+    PrivateServices,
+    Traffic,
+    assert_nothing_lost_or_doubled,
+    kill,
+    wait_until_settled,
+)
+
+pytestmark = [pytest.mark.faults, pytest.mark.e2e]
+
+
+@pytest.fixture(scope="module")
+def services(tmp_path_factory) -> Iterator[PrivateServices]:
+    private = PrivateServices(tmp_path_factory.mktemp("services"))
+    private.start_all()
+    yield private
+    private.stop_all()
+
+
+@pytest.fixture(scope="module")
+def faulty(services, tmp_path_factory) -> Iterator[Exchange]:
+    exchange = Exchange(
+        tmp_path_factory.mktemp("faulty"),
+        database_server=services.config.database_url,
+        extra_env={
+            **services.env,
+            # An order taken while the broker is away waits for the relay instead of holding the request.
+            "KAFKA_MAX_BLOCK_MS": "1000",
+            "KAFKA_PUBLISH_TIMEOUT": "1",
+            "OUTBOX_RETRY_SECONDS": "3",
+            "ENGINE_SNAPSHOT_SECONDS": "1",
+        },
+    )
+    try:
+        exchange.setup()
+        exchange.start()
+        yield exchange
+    except BaseException:
+        print(exchange.logs())
+        raise
+    finally:
+        exchange.teardown()
+
+
+@pytest.fixture
+def exchange(faulty: Exchange) -> Exchange:
+    """The faulty exchange with every process running, whatever the previous scenario left."""
+    missing = [name for name in ("engine", "settlement", "celery", "beat", "api") if name not in faulty.procs]
+    if missing:
+        faulty.start(*missing)
+    return faulty
+
+
+def test_the_matching_worker_killed_mid_stream_loses_and_doubles_nothing(exchange: Exchange) -> None:
+    traffic = Traffic(exchange, seed=1)
+    traffic.fund()
+    snapshots_before = exchange.query("SELECT count(*) FROM matching_enginesnapshot")[0][0]
+    traffic.run(
+        140,
+        faults={
+            25: lambda: kill(exchange, "engine"),
+            40: lambda: exchange.start("engine"),
+            85: lambda: kill(exchange, "engine"),
+            90: lambda: exchange.start("engine"),
+        },
+    )
+    assert_nothing_lost_or_doubled(exchange, traffic)
+    assert exchange.query("SELECT count(*) FROM matching_enginesnapshot")[0][0] >= min(snapshots_before, 1)
+    assert "engine_restored" in (exchange.workdir / "engine.log").read_text()
+
+
+def test_the_settlement_consumer_and_celery_killed_mid_batch_lose_and_double_nothing(exchange: Exchange) -> None:
+    traffic = Traffic(exchange, seed=2)
+    traffic.fund()
+    traffic.run(
+        140,
+        faults={
+            20: lambda: kill(exchange, "settlement", "celery"),
+            40: lambda: exchange.start("settlement", "celery"),
+            70: lambda: kill(exchange, "celery"),
+            72: lambda: kill(exchange, "settlement"),
+            95: lambda: exchange.start("celery", "settlement"),
+        },
+    )
+    assert_nothing_lost_or_doubled(exchange, traffic)
+
+
+def test_a_kafka_broker_restart_while_orders_flow_loses_and_doubles_nothing(
+    exchange: Exchange, services: PrivateServices
+) -> None:
+    traffic = Traffic(exchange, seed=3)
+    traffic.fund()
+    traffic.run(
+        120,
+        faults={
+            30: lambda: services.stop("kafka"),
+            45: lambda: services.start("kafka"),
+        },
+    )
+    assert_nothing_lost_or_doubled(exchange, traffic)
+
+
+def test_a_redis_restart_with_settlements_queued_loses_and_doubles_nothing(
+    exchange: Exchange, services: PrivateServices
+) -> None:
+    traffic = Traffic(exchange, seed=4)
+    traffic.fund()
+    exchange.signal("celery")
+    traffic.run(60)
+    # Settlement tasks are waiting in Redis, which keeps nothing across a restart.
+    queued = eventually(
+        lambda: exchange.query("SELECT count(*) FROM settlement_settlementcursor WHERE seq < received_seq")[0][0],
+        what="settlements to queue up",
+    )
+    assert queued > 0
+    services.stop("redis", signal.SIGKILL)
+    services.start("redis")
+    exchange.start("celery")
+    traffic.run(60)
+    assert_nothing_lost_or_doubled(exchange, traffic)
+
+
+def _topic_ends(exchange: Exchange, topic: str) -> dict[int, int]:
+    consumer = KafkaConsumer(bootstrap_servers=exchange.env["KAFKA_BOOTSTRAP_SERVERS"])
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        return {tp.partition: offset for tp, offset in consumer.end_offsets(partitions).items()}
+    finally:
+        consumer.close()
+
+
+def _read_topic(exchange: Exchange, topic: str, ends: dict[int, int]) -> list[tuple[int, bytes, bytes]]:
+    consumer = KafkaConsumer(bootstrap_servers=exchange.env["KAFKA_BOOTSTRAP_SERVERS"], consumer_timeout_ms=3000)
+    messages = []
+    try:
+        for partition, end in ends.items():
+            tp = TopicPartition(topic, partition)
+            consumer.assign([tp])
+            consumer.seek(tp, 0)
+            while consumer.position(tp) < end:
+                for records in consumer.poll(timeout_ms=1000).values():
+                    messages.extend((partition, r.key, r.value) for r in records if r.offset < end)
+    finally:
+        consumer.close()
+    return messages
+
+
+def _set_consumer_offsets(exchange: Exchange, topic: str, offsets: dict[int, int]) -> None:
+    for partition, offset in offsets.items():
+        exchange.query(
+            """
+            INSERT INTO settlement_consumeroffset (topic, partition, "offset", updated_at)
+            VALUES (%s, %s, %s, now())
+            ON CONFLICT (topic, partition) DO UPDATE SET "offset" = EXCLUDED."offset"
+            RETURNING id
+            """,
+            topic,
+            partition,
+            offset,
+        )
+
+
+def test_every_engine_event_delivered_twice_and_out_of_order_settles_once(exchange: Exchange) -> None:
+    topic = f"{exchange.env['KAFKA_TOPIC_PREFIX']}engine-events"
+    traffic = Traffic(exchange, seed=5)
+    traffic.fund()
+    exchange.signal("settlement")
+    traffic.run(100)
+
+    # Wait until the engine has answered everything it was sent.
+    def stable() -> dict[int, int] | None:
+        before = _topic_ends(exchange, topic)
+        time.sleep(2)
+        after = _topic_ends(exchange, topic)
+        return after if after == before else None
+
+    ends = eventually(stable, timeout=60, what="the engine to go quiet")
+    originals = _read_topic(exchange, topic, ends)
+    assert originals
+
+    # The copies first, shuffled, in batches of seven: every market sees its events out of order.
+    copies = list(originals)
+    random.Random(5).shuffle(copies)
+    producer = KafkaProducer(bootstrap_servers=exchange.env["KAFKA_BOOTSTRAP_SERVERS"], acks="all")
+    for partition, key, value in copies:
+        producer.send(topic, key=key, value=value, partition=partition)
+    producer.flush(timeout=30)
+    producer.close()
+    _set_consumer_offsets(exchange, topic, ends)
+    exchange.start("settlement", env={"KAFKA_MAX_POLL_RECORDS": "7"})
+    wait_until_settled(exchange)
+
+    # Then everything once more from the start: originals and copies again.
+    exchange.signal("settlement")
+    final_ends = _topic_ends(exchange, topic)
+    _set_consumer_offsets(exchange, topic, dict.fromkeys(ends, 0))
+    exchange.start("settlement", env={"KAFKA_MAX_POLL_RECORDS": "7"})
+    eventually(
+        lambda: all(
+            exchange.query(
+                'SELECT "offset" FROM settlement_consumeroffset WHERE topic = %s AND partition = %s', topic, partition
+            )
+            == [(end,)]
+            for partition, end in final_ends.items()
+            if end
+        ),
+        timeout=120,
+        what="the consumer to read the whole topic again",
+    )
+    assert_nothing_lost_or_doubled(exchange, traffic)
+    assert exchange.query("SELECT count(*) FROM settlement_alert WHERE kind = 'divergent_event'") == [(0,)]
+
+
+def test_a_postgres_restart_while_orders_come_in_answers_503_and_half_writes_nothing(
+    exchange: Exchange, services: PrivateServices
+) -> None:
+    traffic = Traffic(exchange, seed=6)
+    traffic.fund()
+    running = traffic.run_in_background(220)
+    time.sleep(3)
+    services.stop("postgres")
+    time.sleep(4)
+    services.start("postgres")
+    running.join(timeout=300)
+    assert not running.is_alive()
+
+    assert traffic.statuses[503] > 0, f"the outage was never seen: {dict(traffic.statuses)}"
+    assert traffic.unexpected == []
+    refused = [cid for cid, order_id in traffic.placed.items() if order_id is None]
+    assert refused
+    assert exchange.query("SELECT count(*) FROM matching_order WHERE cid = ANY(%s)", refused) == [(0,)]
+    assert_nothing_lost_or_doubled(exchange, traffic)
+
+
+def _at_once(calls: list) -> list:
+    """Run the calls in threads released together; their results in order."""
+    barrier = threading.Barrier(len(calls))
+    results: list = [None] * len(calls)
+
+    def run(index: int) -> None:
+        barrier.wait()
+        results[index] = calls[index]()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    return results
+
+
+def test_fifty_concurrent_orders_each_needing_the_whole_balance_accept_exactly_one(exchange: Exchange) -> None:
+    trader = exchange.register("allin")
+    trader.deposit("USDT", "500")
+    body = {"symbol": "BTC_USDT", "side": "Buy", "order_type": "Limit", "price": "50000", "quantity": "0.01"}
+    answers = _at_once(
+        [lambda: trader.call("POST", "orders/", json={**body, "cid": f"allin_{uuid.uuid4().hex[:20]}"}) for _ in range(50)]
+    )
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses == [201] + [400] * 49, {a.text[:200] for a in answers}
+    assert {a.json()["error"]["code"] for a in answers if a.status_code == 400} == {"insufficient_funds"}
+    assert trader.balances()["USDT"] == (Decimal("0"), Decimal("500"))
+    assert exchange.query("SELECT count(*) FROM matching_order WHERE user_id = %s", trader.id) == [(1,)]
+    assert "all invariants hold" in exchange.manage("reconcile")
+
+
+def test_a_withdrawal_and_an_order_racing_for_the_same_funds_never_both_succeed(exchange: Exchange) -> None:
+    for round_ in range(8):
+        trader = exchange.register("racer")
+        trader.deposit("USDT", "500")
+        order = {
+            "cid": f"race_{uuid.uuid4().hex[:20]}",
+            "symbol": "BTC_USDT",
+            "side": "Buy",
+            "order_type": "Limit",
+            "price": "40000",
+            "quantity": "0.0125",
+        }
+        withdraw, place = _at_once(
+            [
+                lambda t=trader: t.call(
+                    "POST", "withdrawals/", json={"asset": "USDT", "amount": "500", "address": "T9"}
+                ),
+                lambda t=trader, o=order: t.call("POST", "orders/", json=o),
+            ]
+        )
+        assert sorted([withdraw.status_code, place.status_code]) == [201, 400], f"round {round_}"
+        loser = withdraw if withdraw.status_code == 400 else place
+        assert loser.json()["error"]["code"] == "insufficient_funds", loser.text
+        assert trader.balances()["USDT"] == (Decimal("0"), Decimal("500"))
+    assert "all invariants hold" in exchange.manage("reconcile")
