@@ -273,7 +273,10 @@ def test_fifty_concurrent_orders_each_needing_the_whole_balance_accept_exactly_o
     trader.deposit("USDT", "500")
     body = {"symbol": "BTC_USDT", "side": "Buy", "order_type": "Limit", "price": "50000", "quantity": "0.01"}
     answers = _at_once(
-        [lambda: trader.call("POST", "orders/", json={**body, "cid": f"allin_{uuid.uuid4().hex[:20]}"}) for _ in range(50)]
+        [
+            lambda: trader.call("POST", "orders/", json={**body, "cid": f"allin_{uuid.uuid4().hex[:20]}"})
+            for _ in range(50)
+        ]
     )
     statuses = sorted(a.status_code for a in answers)
     assert statuses == [201] + [400] * 49, {a.text[:200] for a in answers}
