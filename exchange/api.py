@@ -2,6 +2,7 @@
 
 from decimal import Decimal
 
+from drf_spectacular import openapi
 from rest_framework import serializers
 
 from accounts.models import AMOUNT_DIGITS, AMOUNT_PLACES
@@ -43,3 +44,13 @@ class CaseInsensitiveChoiceField(serializers.ChoiceField):
 
     def to_representation(self, value: str) -> str:
         return str(self.choices.get(value, value))
+
+
+class AutoSchema(openapi.AutoSchema):
+    """Names schema components after the view that declares the serializer (`RegisterApi.InputSerializer`
+    becomes `RegisterInput`), so every view can call its serializers `InputSerializer` and
+    `OutputSerializer` without their components colliding."""
+
+    def get_serializer_name(self, serializer: serializers.Serializer, direction: str) -> str:
+        outer, _, inner = type(serializer).__qualname__.rpartition(".")
+        return f"{outer.removesuffix('Api')}{inner}" if outer else inner

@@ -1,0 +1,39 @@
+"""Schemathesis against the API's own OpenAPI schema: whatever a client sends, in or out of the
+schema, the answer is never a server error."""
+
+import pytest
+import schemathesis
+from django.core.signals import request_finished, request_started
+from django.db import close_old_connections
+from hypothesis import HealthCheck, settings
+from rest_framework_simplejwt.tokens import RefreshToken
+from schemathesis.checks import not_a_server_error
+
+from exchange.wsgi import application
+
+schema = schemathesis.openapi.from_wsgi("/api/schema/", application)
+
+
+@pytest.fixture
+def in_process(db, btc_usdt, eth_usdt):
+    # As Django's test client does: requests served in-process must not close the test's
+    # connection (and its transaction) when they finish.
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    yield
+    request_started.connect(close_old_connections)
+    request_finished.connect(close_old_connections)
+
+
+@pytest.fixture
+def bearer(in_process, make_user, fund) -> dict[str, str]:
+    user = make_user()
+    fund(user, "USDT", "100000")
+    fund(user, "BTC", "10")
+    return {"Authorization": f"Bearer {RefreshToken.for_user(user).access_token}"}
+
+
+@schema.parametrize()
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+def test_no_request_makes_the_api_fail(case, bearer):
+    case.call_and_validate(headers=bearer, checks=[not_a_server_error])
