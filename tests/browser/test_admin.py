@@ -190,6 +190,29 @@ def test_a_market_keeps_its_steps_and_saves_a_fee_change(page: Page, exchange: E
     expect(page.locator(".messagelist .success")).to_be_visible()
 
 
+def test_a_market_added_in_the_admin_trades_without_a_restart(page: Page, exchange: Exchange) -> None:
+    page.goto(f"{exchange.base}/admin/matching/market/add/")
+    page.fill("#id_symbol", "ETH_BTC")
+    page.select_option("#id_base", "ETH")
+    page.select_option("#id_quote", "BTC")
+    page.fill("#id_tick_size", "0.00001")
+    page.fill("#id_lot_size", "0.001")
+    page.fill("#id_min_notional", "0.0001")
+    shot(page, "admin-market-add")
+    page.click("input[name=_save]")
+    expect(page.locator(".messagelist .success")).to_be_visible()
+
+    seller, buyer = exchange.register("ethbtcseller"), exchange.register("ethbtcbuyer")
+    seller.deposit("ETH", "2")
+    buyer.deposit("BTC", "1")
+    sell = seller.order(symbol="ETH_BTC", side="Sell", order_type="Limit", price="0.05", quantity="1.5")
+    assert sell.status_code == 201, sell.text
+    seller.wait_status(sell.json()["id"], "open")
+    buy = buyer.order(symbol="ETH_BTC", side="Buy", order_type="Limit", price="0.05", quantity="1.5")
+    assert buyer.wait_status(buy.json()["id"], "filled")["filled"] == "1.5"
+    assert buyer.balances()["ETH"][0] == Decimal("1.5") - Decimal("1.5") * Decimal("0.002")
+
+
 def test_a_user_page_shows_their_balances(page: Page, exchange: Exchange) -> None:
     trader = exchange.register("richuser")
     trader.deposit("BTC", "0.75")
