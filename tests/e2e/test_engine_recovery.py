@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer
 
 from exchange.kafka import schemas
 from matching.engine import AddMarket, CancelAll, CancelOrder, Command, Engine, HaltMarket, NewOrder, ResumeMarket
@@ -97,24 +97,6 @@ def engine_only(tmp_path_factory) -> Iterator[Exchange]:
         exchange.teardown()
 
 
-def read_events(exchange: Exchange) -> list[bytes]:
-    topic = f"{exchange.env['KAFKA_TOPIC_PREFIX']}engine-events"
-    consumer = KafkaConsumer(bootstrap_servers=exchange.env.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"))
-    try:
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
-        ends = consumer.end_offsets(partitions)
-        values = []
-        for tp in partitions:
-            consumer.assign([tp])
-            consumer.seek(tp, 0)
-            while consumer.position(tp) < ends[tp]:
-                for records in consumer.poll(timeout_ms=1000).values():
-                    values.extend(r.value for r in records if r.offset < ends[tp])
-        return values
-    finally:
-        consumer.close()
-
-
 def test_a_worker_killed_at_random_points_ends_exactly_where_an_uninterrupted_one_does(engine_only: Exchange):
     exchange = engine_only
     stream = random_stream(seed=7, count=COMMANDS)
@@ -127,7 +109,7 @@ def test_a_worker_killed_at_random_points_ends_exactly_where_an_uninterrupted_on
 
     servers = exchange.env.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
     producer = KafkaProducer(bootstrap_servers=servers, acks="all", linger_ms=5)
-    topic = f"{exchange.env['KAFKA_TOPIC_PREFIX']}orders"
+    topic = exchange.topic("orders")
     for command in stream:
         producer.send(topic, key=command.market.encode(), value=schemas.encode_command(command))
     producer.flush(timeout=60)
@@ -151,7 +133,7 @@ def test_a_worker_killed_at_random_points_ends_exactly_where_an_uninterrupted_on
     exchange.signal("engine", signal.SIGTERM)
     assert kills >= 3, "the stream ended before the worker could be killed a few times"
 
-    received = read_events(exchange)
+    received = [value for _, _, value in exchange.read_topic("engine-events")]
     seen: dict[tuple[str, int], bytes] = {}
     for value in received:
         event = schemas.decode_event(value)

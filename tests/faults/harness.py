@@ -18,7 +18,6 @@ from decimal import Decimal
 from pathlib import Path
 
 import requests
-from kafka import KafkaConsumer, TopicPartition
 
 from exchange import stack
 from tests.e2e.harness import Exchange, Trader, eventually, free_port
@@ -149,32 +148,6 @@ class Traffic:
         return thread
 
 
-def engine_input(exchange: Exchange) -> list[bytes]:
-    """Every command on the orders topic, partition by partition in offset order: exactly what the
-    matching worker consumed."""
-    from exchange.kafka import topics
-
-    topic = f"{exchange.env['KAFKA_TOPIC_PREFIX']}{topics.ORDERS}"
-    consumer = KafkaConsumer(
-        bootstrap_servers=exchange.env["KAFKA_BOOTSTRAP_SERVERS"],
-        enable_auto_commit=False,
-        consumer_timeout_ms=3000,
-    )
-    try:
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
-        ends = consumer.end_offsets(partitions)
-        values: list[bytes] = []
-        for tp in partitions:
-            consumer.assign([tp])
-            consumer.seek(tp, 0)
-            while consumer.position(tp) < ends[tp]:
-                for records in consumer.poll(timeout_ms=1000).values():
-                    values.extend(r.value for r in records if r.offset < ends[tp])
-        return values
-    finally:
-        consumer.close()
-
-
 def uninterrupted_run(exchange: Exchange) -> tuple[set[tuple], dict[str, int]]:
     """The trades, and the last sequence per market, that one engine produces from the same input
     without any interruption."""
@@ -183,7 +156,8 @@ def uninterrupted_run(exchange: Exchange) -> tuple[set[tuple], dict[str, int]]:
 
     engine = Engine()
     trades: set[tuple] = set()
-    for value in engine_input(exchange):
+    # Exactly what the matching worker consumed: the orders topic, partition by partition.
+    for _, _, value in exchange.read_topic("orders"):
         for event in engine.apply(schemas.decode_command(value)):
             if isinstance(event, Trade):
                 trades.add(

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer
 
 from tests.e2e.harness import Exchange, eventually
 from tests.faults.harness import (
@@ -139,31 +139,6 @@ def test_a_redis_restart_with_settlements_queued_loses_and_doubles_nothing(
     assert_nothing_lost_or_doubled(exchange, traffic)
 
 
-def _topic_ends(exchange: Exchange, topic: str) -> dict[int, int]:
-    consumer = KafkaConsumer(bootstrap_servers=exchange.env["KAFKA_BOOTSTRAP_SERVERS"])
-    try:
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
-        return {tp.partition: offset for tp, offset in consumer.end_offsets(partitions).items()}
-    finally:
-        consumer.close()
-
-
-def _read_topic(exchange: Exchange, topic: str, ends: dict[int, int]) -> list[tuple[int, bytes, bytes]]:
-    consumer = KafkaConsumer(bootstrap_servers=exchange.env["KAFKA_BOOTSTRAP_SERVERS"], consumer_timeout_ms=3000)
-    messages = []
-    try:
-        for partition, end in ends.items():
-            tp = TopicPartition(topic, partition)
-            consumer.assign([tp])
-            consumer.seek(tp, 0)
-            while consumer.position(tp) < end:
-                for records in consumer.poll(timeout_ms=1000).values():
-                    messages.extend((partition, r.key, r.value) for r in records if r.offset < end)
-    finally:
-        consumer.close()
-    return messages
-
-
 def _set_consumer_offsets(exchange: Exchange, topic: str, offsets: dict[int, int]) -> None:
     for partition, offset in offsets.items():
         exchange.query(
@@ -180,7 +155,7 @@ def _set_consumer_offsets(exchange: Exchange, topic: str, offsets: dict[int, int
 
 
 def test_every_engine_event_delivered_twice_and_out_of_order_settles_once(exchange: Exchange) -> None:
-    topic = f"{exchange.env['KAFKA_TOPIC_PREFIX']}engine-events"
+    topic = exchange.topic("engine-events")
     traffic = Traffic(exchange, seed=5)
     traffic.fund()
     exchange.signal("settlement")
@@ -188,13 +163,13 @@ def test_every_engine_event_delivered_twice_and_out_of_order_settles_once(exchan
 
     # Wait until the engine has answered everything it was sent.
     def stable() -> dict[int, int] | None:
-        before = _topic_ends(exchange, topic)
+        before = exchange.topic_ends("engine-events")
         time.sleep(2)
-        after = _topic_ends(exchange, topic)
+        after = exchange.topic_ends("engine-events")
         return after if after == before else None
 
     ends = eventually(stable, timeout=60, what="the engine to go quiet")
-    originals = _read_topic(exchange, topic, ends)
+    originals = exchange.read_topic("engine-events", ends)
     assert originals
 
     # The copies first, shuffled, in batches of seven: every market sees its events out of order.
@@ -211,7 +186,7 @@ def test_every_engine_event_delivered_twice_and_out_of_order_settles_once(exchan
 
     # Then everything once more from the start: originals and copies again.
     exchange.signal("settlement")
-    final_ends = _topic_ends(exchange, topic)
+    final_ends = exchange.topic_ends("engine-events")
     _set_consumer_offsets(exchange, topic, dict.fromkeys(ends, 0))
     exchange.start("settlement", env={"KAFKA_MAX_POLL_RECORDS": "7"})
     eventually(
