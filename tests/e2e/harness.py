@@ -22,6 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import requests
+from kafka import KafkaConsumer, TopicPartition
 
 from exchange import stack
 
@@ -180,6 +181,42 @@ class Exchange:
     def query(self, sql: str, *params: Any) -> list[tuple]:
         with psycopg.connect(self.database_url) as conn:
             return conn.execute(sql, params).fetchall()
+
+    # --- Kafka ------------------------------------------------------------------------------------
+
+    def topic(self, name: str) -> str:
+        return f"{self.env['KAFKA_TOPIC_PREFIX']}{name}"
+
+    def kafka_consumer(self, **options: Any) -> KafkaConsumer:
+        return KafkaConsumer(bootstrap_servers=self.env.get("KAFKA_BOOTSTRAP_SERVERS", stack.DEFAULT_KAFKA), **options)
+
+    def topic_ends(self, name: str) -> dict[int, int]:
+        """The next offset of every partition of one of this exchange's topics."""
+        consumer = self.kafka_consumer()
+        try:
+            topic = self.topic(name)
+            partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+            return {tp.partition: offset for tp, offset in consumer.end_offsets(partitions).items()}
+        finally:
+            consumer.close()
+
+    def read_topic(self, name: str, ends: dict[int, int] | None = None) -> list[tuple[int, bytes, bytes]]:
+        """(partition, key, value) of every message up to `ends` (default: the current ends),
+        partition by partition in offset order."""
+        ends = self.topic_ends(name) if ends is None else ends
+        consumer = self.kafka_consumer()
+        messages: list[tuple[int, bytes, bytes]] = []
+        try:
+            for partition, end in ends.items():
+                tp = TopicPartition(self.topic(name), partition)
+                consumer.assign([tp])
+                consumer.seek(tp, 0)
+                while consumer.position(tp) < end:
+                    for records in consumer.poll(timeout_ms=1000).values():
+                        messages.extend((partition, r.key, r.value) for r in records if r.offset < end)
+        finally:
+            consumer.close()
+        return messages
 
     # --- API --------------------------------------------------------------------------------------
 
