@@ -41,6 +41,7 @@ browser:
 
 ## The whole test suite against real PostgreSQL, Redis and Kafka.
 test: install browser services
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 
 test-faults: install services
