@@ -3,6 +3,7 @@
 import contextlib
 import os
 import threading
+import time
 from collections.abc import Iterable
 
 import structlog
@@ -60,6 +61,32 @@ def consumer(**overrides: object) -> KafkaConsumer:
         client_id=f"exchange-{settings.EXCHANGE_PROCESS}",
         **options,
     )
+
+
+class Poller:
+    """Reads batches from a consumer without burning a core while there is nothing to read.
+
+    kafka-python's blocking `poll(timeout_ms=...)` spins on a broker that answers empty fetches at
+    once instead of holding them (measured here: about 45% of a core for an idle consumer), so the
+    workers poll without blocking and sleep themselves between empty polls, 5 ms doubling to 50 ms.
+    A message that arrives while the worker is idle waits at most that long.
+    """
+
+    _FIRST_PAUSE, _LONGEST_PAUSE = 0.005, 0.05
+
+    def __init__(self, consumer: KafkaConsumer, *, max_records: int) -> None:
+        self.consumer = consumer
+        self.max_records = max_records
+        self._pause = self._FIRST_PAUSE
+
+    def poll(self) -> dict:
+        batch = self.consumer.poll(timeout_ms=0, max_records=self.max_records)
+        if batch:
+            self._pause = self._FIRST_PAUSE
+            return batch
+        time.sleep(self._pause)
+        self._pause = min(self._pause * 2, self._LONGEST_PAUSE)
+        return {}
 
 
 def partitions_of(topic: str, only: Iterable[int] = ()) -> list[TopicPartition]:

@@ -98,9 +98,10 @@ class Worker(LoopWorker):
         self.consumer.assign(assigned)
         for tp in assigned:
             self.consumer.seek(tp, self.offsets.get(tp.partition, 0))
+        self.poller = client.Poller(self.consumer, max_records=settings.KAFKA["CONSUMER"]["max_poll_records"])
 
     def run_batch(self) -> int:
-        batch = self.consumer.poll(timeout_ms=200, max_records=settings.KAFKA["CONSUMER"]["max_poll_records"])
+        batch = self.poller.poll()
         if not batch:
             return 0
         producer = client.producer()

@@ -38,10 +38,11 @@ class Consumer(LoopWorker):
         self.kafka.assign(assigned)
         for tp in assigned:
             self.kafka.seek(tp, offsets.get(tp.partition, 0))
+        self.poller = client.Poller(self.kafka, max_records=settings.KAFKA["CONSUMER"]["max_poll_records"])
         log.info("settlement_consumer_positioned", offsets=offsets)
 
     def run_batch(self) -> int:
-        batch = self.kafka.poll(timeout_ms=200, max_records=settings.KAFKA["CONSUMER"]["max_poll_records"])
+        batch = self.poller.poll()
         messages = [
             ReceivedMessage(partition=tp.partition, offset=record.offset, value=record.value)
             for tp, records in batch.items()
