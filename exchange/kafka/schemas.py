@@ -1,14 +1,16 @@
 """Wire formats of every Kafka message, versioned.
 
 Commands travel as `{"v": 1, "type": ..., <command fields>}`. Events travel as
-`{"v": 1, "hash": "<hex>", "event": <canonical fields>}`, where the event object is exactly the bytes
-the engine hashed, so the receiver can check the hash chain without trusting any re-encoding.
+`{"v": 1, "hash": "<hex>", "event": <event.to_dict()>}`. The engine hashes a binary canonical form of
+the event's fields, not this JSON; the receiver rebuilds the event with `event_from_dict` and checks
+the hash chain on `canonical(event)`, which depends on the field values only, never on how the JSON
+was written.
 """
 
 import json
 from typing import Any
 
-from matching.engine import Command, Event, canonical, command_from_dict, event_from_dict
+from matching.engine import Command, Event, command_from_dict, event_from_dict
 
 VERSION = 1
 
@@ -43,7 +45,7 @@ def decode_command(raw: bytes) -> Command:
 
 
 def encode_event(event: Event) -> bytes:
-    return b'{"v":%d,"hash":"%s","event":%s}' % (VERSION, event.hash.encode(), canonical(event))
+    return json.dumps({"v": VERSION, "hash": event.hash, "event": event.to_dict()}, separators=(",", ":")).encode()
 
 
 def decode_event(raw: bytes) -> Event:

@@ -3,7 +3,7 @@
 Stdlib only; no Django, no Kafka, no floats, no clocks, no randomness.
 """
 
-from .book import Book, Level, Order, RestingOrder
+from .book import Book, Level, RestingOrder
 from .commands import (
     COMMAND_TYPES,
     ORDER_TYPES,
@@ -72,7 +72,6 @@ __all__ = [
     "MarketHalted",
     "MarketResumed",
     "NewOrder",
-    "Order",
     "OrderAccepted",
     "OrderCancelled",
     "OrderDone",

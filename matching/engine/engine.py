@@ -6,10 +6,11 @@ import json
 import pickle
 from collections.abc import Callable
 from hashlib import sha256
-from itertools import chain as concat
+from itertools import repeat
+from operator import lshift, or_
 from typing import Any
 
-from .book import Book, RestingOrder
+from .book import _BOOK_BITS, _BOOK_MASK, Book, RestingOrder
 from .commands import (
     AddMarket,
     CancelAll,
@@ -19,7 +20,7 @@ from .commands import (
     NewOrder,
     ResumeMarket,
 )
-from .events import Chain, Event, unchained_rejection
+from .events import Event, unchained_rejection
 
 SNAPSHOT_VERSION = 1
 _SNAPSHOT_MAGIC = "matching.engine.snapshot"
@@ -34,22 +35,47 @@ class _PlainUnpickler(pickle.Unpickler):
 
 
 class Engine:
-    __slots__ = ("_books", "_early", "_where")
+    __slots__ = ("_book_list", "_books", "_early", "_where")
 
     def __init__(self) -> None:
         self._books: dict[str, Book] = {}
-        # Book of every order id the engine has accepted or rejected on its
-        # merits, across all markets: ids are unique engine-wide.
-        self._where: dict[int, Book] = {}
+        # The same books, indexed by their number.
+        self._book_list: list[Book] = []
+        # Owner and book of every order id the engine has accepted or rejected
+        # on its merits, across all markets (ids are unique engine-wide), as
+        # (owner << _BOOK_BITS) | book number.
+        self._where: dict[int, int] = {}
         # Cancels that arrived before their order: order id -> {(market, user)}.
         self._early: dict[int, set[tuple[str, int]]] = {}
 
     def apply(self, cmd: Command) -> list[Event]:
         kind = type(cmd)
-        # The two commands that make up nearly all traffic skip the table.
+        # The two commands that make up nearly all traffic are handled here,
+        # their common cases without a table lookup or a further call before
+        # the book: each would be paid by nearly every command.
         if kind is NewOrder:
+            book = self._books.get(cmd.market)  # type: ignore[union-attr]
+            if book is not None:
+                oid = cmd.order_id  # type: ignore[union-attr]
+                where = self._where
+                if (
+                    oid not in where
+                    and not self._early
+                    and not book.halted
+                    and cmd.order_type == "limit"  # type: ignore[union-attr]
+                    and not cmd.post_only  # type: ignore[union-attr]
+                ):
+                    where[oid] = cmd.user_id << _BOOK_BITS | book.number  # type: ignore[union-attr]
+                    return book.submit_limit(cmd)  # type: ignore[arg-type]
             return self._new(cmd)  # type: ignore[arg-type]
         if kind is CancelOrder:
+            book = self._books.get(cmd.market)  # type: ignore[union-attr]
+            if book is not None:
+                # A live order here is owned by this book, so the engine-wide
+                # id map need not be consulted.
+                order = book.orders.get(cmd.order_id)  # type: ignore[union-attr]
+                if order is not None and order[2] == cmd.user_id:  # type: ignore[union-attr]
+                    return book.cancel(order, cmd.ts)
             return self._cancel(cmd)  # type: ignore[arg-type]
         handler = _HANDLERS.get(kind)
         if handler is None:
@@ -66,86 +92,77 @@ class Engine:
         where = self._where
         if oid in where:
             # Not recorded anywhere: a republished order must change nothing.
-            return [book.chain.rejected(cmd.ts, oid, cmd.user_id, "new", "duplicate_order_id")]
-        where[oid] = book
+            return [book.rejected(cmd.ts, oid, cmd.user_id, "new", "duplicate_order_id")]
+        where[oid] = cmd.user_id << _BOOK_BITS | book.number
         # A cancel that came first is used up once its id is known, whatever
         # happens to the order.
         pending = self._early.pop(oid, None) if self._early else None
-        out: list[Event] = []
         if book.halted:
-            book.reject_new(cmd, "market_halted", out)
-        elif (cmd.order_type == "market" and (cmd.time_in_force == "GTC" or cmd.post_only)) or (
+            return book.reject_new(cmd, "market_halted")
+        if (cmd.order_type == "market" and (cmd.time_in_force == "GTC" or cmd.post_only)) or (
             cmd.post_only and cmd.time_in_force != "GTC"
         ):
             # A market order cannot rest, and a post-only order must be able to.
-            book.reject_new(cmd, "invalid", out)
-        elif pending is not None and (cmd.market, cmd.user_id) in pending:
-            book.accept_cancelled(cmd, out)
-        else:
-            book.submit(cmd, out)
-        return out
+            return book.reject_new(cmd, "invalid")
+        if pending is not None and (cmd.market, cmd.user_id) in pending:
+            return book.accept_cancelled(cmd)
+        return book.submit(cmd)
 
     def _cancel(self, cmd: CancelOrder) -> list[Event]:
         book = self._books.get(cmd.market)
         if book is None:
             return [unchained_rejection(cmd.market, cmd.ts, cmd.order_id, cmd.user_id, "cancel")]
         oid = cmd.order_id
-        home = self._where.get(oid)
-        if home is None:
+        seen = self._where.get(oid)
+        if seen is None:
             # The book's own name object, so that snapshots pickle identically
             # however the name reached the engine.
             self._early.setdefault(oid, set()).add((book.market, cmd.user_id))
             reason = "unknown_order"
-        elif home is not book:
+        elif seen & _BOOK_MASK != book.number:
             reason = "unknown_order"
+        elif seen >> _BOOK_BITS != cmd.user_id:
+            reason = "not_owner"
         else:
             order = book.orders.get(oid)
             if order is not None:
-                if order.user_id == cmd.user_id:
-                    out: list[Event] = []
-                    book.cancel(order, cmd.ts, out)
-                    return out
-                reason = "not_owner"
-            elif book.closed[oid] != cmd.user_id:
-                reason = "not_owner"
-            else:
-                reason = "already_done"
-        return [book.chain.rejected(cmd.ts, oid, cmd.user_id, "cancel", reason)]
+                return book.cancel(order, cmd.ts)
+            reason = "already_done"
+        return [book.rejected(cmd.ts, oid, cmd.user_id, "cancel", reason)]
 
     def _cancel_all(self, cmd: CancelAll) -> list[Event]:
         book = self._books.get(cmd.market)
         if book is None:
             return [unchained_rejection(cmd.market, cmd.ts, None, cmd.user_id, "cancel_all")]
-        out: list[Event] = []
-        if not book.cancel_all(cmd.user_id, cmd.ts, out):
-            out.append(book.chain.rejected(cmd.ts, None, cmd.user_id, "cancel_all", "unknown_order"))
-        return out
+        return book.cancel_all(cmd.user_id, cmd.ts) or [
+            book.rejected(cmd.ts, None, cmd.user_id, "cancel_all", "unknown_order")
+        ]
 
     def _add_market(self, cmd: AddMarket) -> list[Event]:
         book = self._books.get(cmd.market)
         if book is not None:
-            return [book.chain.rejected(cmd.ts, None, None, "add_market", "market_exists")]
-        chain = Chain(cmd.market)
-        self._books[cmd.market] = Book(chain)
-        return [chain.market_added(cmd.ts)]
+            return [book.rejected(cmd.ts, None, None, "add_market", "market_exists")]
+        book = self._books[cmd.market] = Book(cmd.market, len(self._book_list))
+        self._book_list.append(book)
+        return [book.market_added(cmd.ts)]
 
     def _halt_market(self, cmd: HaltMarket) -> list[Event]:
         book = self._books.get(cmd.market)
         if book is None:
             return [unchained_rejection(cmd.market, cmd.ts, None, None, "halt_market")]
         if book.halted:
-            return [book.chain.rejected(cmd.ts, None, None, "halt_market", "invalid")]
+            return [book.rejected(cmd.ts, None, None, "halt_market", "invalid")]
         book.halted = True
-        return [book.chain.market_halted(cmd.ts)]
+        return [book.market_halted(cmd.ts)]
 
     def _resume_market(self, cmd: ResumeMarket) -> list[Event]:
         book = self._books.get(cmd.market)
         if book is None:
             return [unchained_rejection(cmd.market, cmd.ts, None, None, "resume_market")]
         if not book.halted:
-            return [book.chain.rejected(cmd.ts, None, None, "resume_market", "invalid")]
+            return [book.rejected(cmd.ts, None, None, "resume_market", "invalid")]
         book.halted = False
-        return [book.chain.market_resumed(cmd.ts)]
+        return [book.market_resumed(cmd.ts)]
 
     # --- queries ----------------------------------------------------------------
 
@@ -163,7 +180,7 @@ class Engine:
     def market_state(self, market: str) -> tuple[str, int, str]:
         """(``"active"`` or ``"halted"``, last seq, last hash) of a market."""
         book = self._book(market)
-        return ("halted" if book.halted else "active", book.chain.seq, book.chain.last_hash)
+        return ("halted" if book.halted else "active", book.seq, book.last_hash)
 
     def depth(self, market: str, limit: int) -> tuple[int, list[tuple[int, int]], list[tuple[int, int]]]:
         """(seq, bids, asks): up to ``limit`` (price, lots) levels per side, best first."""
@@ -171,7 +188,7 @@ class Engine:
             raise ValueError(f"limit must be a non-negative int, got {limit!r}")
         book = self._book(market)
         bids, asks = book.depth(limit)
-        return book.chain.seq, bids, asks
+        return book.seq, bids, asks
 
     def open_orders(self, market: str) -> list[RestingOrder]:
         """Resting orders in priority order: bids best first, then asks best first."""
@@ -179,18 +196,35 @@ class Engine:
 
     # --- state --------------------------------------------------------------------
 
+    def _closed(self) -> list[list[int]]:
+        """Per book number, [order_id, owner, ...] of the ids it has decided
+        on that are not resting, in id order (the record itself keeps no order
+        that a restored engine could reproduce)."""
+        where = self._where
+        closed: list[list[int]] = [[] for _ in self._book_list]
+        if len(where) == sum(len(book.orders) for book in self._book_list):
+            return closed
+        live: set[int] = set()
+        for book in self._book_list:
+            live.update(book.orders)
+        for oid in sorted(where.keys() - live):
+            seen = where[oid]
+            closed[seen & _BOOK_MASK] += (oid, seen >> _BOOK_BITS)
+        return closed
+
     def _state(self) -> tuple[list[tuple[Any, ...]], list[tuple[int, str, int]]]:
+        closed = self._closed()
         markets = [
             (
                 book.market,
                 book.halted,
-                book.chain.seq,
-                book.chain.last,
+                book.seq,
+                book.last,
                 book.side_state("buy"),
                 book.side_state("sell"),
-                list(concat.from_iterable(book.closed.items())),
+                closed[book.number],
             )
-            for book in self._books.values()
+            for book in self._book_list
         ]
         early = sorted((oid, market, user) for oid, pending in self._early.items() for market, user in pending)
         return markets, early
@@ -233,15 +267,19 @@ class Engine:
     def _from_state(cls, markets: list[tuple[Any, ...]], early: list[tuple[int, str, int]]) -> "Engine":
         engine = cls()
         where = engine._where
-        for name, halted, seq, last, bids, asks, closed in markets:
-            book = Book(Chain(name, seq, last))
+        for number, (name, halted, seq, last, bids, asks, closed) in enumerate(markets):
+            if name in engine._books:
+                raise ValueError(f"market {name!r} appears twice")
+            book = Book(name, number, seq, last)
             book.halted = halted
-            book.load_side("buy", bids)
-            book.load_side("sell", asks)
-            book.closed = dict(zip(closed[::2], closed[1::2], strict=True))
-            where.update(dict.fromkeys(book.orders, book))
-            where.update(dict.fromkeys(book.closed, book))
+            book.load_side("buy", bids, where)
+            book.load_side("sell", asks, where)
+            if len(closed) % 2:
+                raise ValueError(f"closed ids and owners of {name!r} do not pair up")
+            records = map(or_, map(lshift, closed[1::2], repeat(_BOOK_BITS)), repeat(number))
+            where.update(zip(closed[::2], records, strict=False))
             engine._books[name] = book
+            engine._book_list.append(book)
         for oid, market, user in early:
             engine._early.setdefault(oid, set()).add((engine._books[market].market, user))
         return engine

@@ -1,18 +1,18 @@
 """Events emitted by the matching engine, their canonical bytes and hash chain.
 
-The canonical form of an event is
-``json.dumps(event.to_dict(), sort_keys=True, separators=(",", ":")).encode()``;
-``to_dict`` holds every field except ``hash``.  Each market has its own chain:
+The canonical form of an event is a fixed-layout binary encoding of every
+field except ``hash`` (see ``canonical``).  Each market has its own chain:
 ``hash_n = sha256(raw(hash_{n-1}) + canonical_n)`` with 32 zero bytes before
 seq 1.  Rejections of commands that name an unknown market belong to no chain:
 they carry ``seq == 0`` and ``hash == UNCHAINED_HASH``.
 """
 
-import json
-from collections.abc import Callable, Iterable, Mapping
+import struct
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
 from functools import lru_cache
 from hashlib import sha256
+from operator import index
 from typing import Any, ClassVar, TypeVar
 
 from .commands import ORDER_TYPES, SIDES, STP_MODES, TIMES_IN_FORCE, NewOrder
@@ -188,62 +188,146 @@ _DICT_FIELDS: dict[type, tuple[str, ...]] = {
 }
 
 
-# --- canonical bytes -------------------------------------------------------
+class _HexDigest:
+    """The ``hash`` attribute of every event class.
 
-
-def json_string(text: str) -> bytes:
-    """The JSON literal json.dumps writes for ``text`` (ASCII-escaped, quoted)."""
-    return json.dumps(text).encode()
-
-
-def _token(value: object) -> bytes:
-    if value is None:
-        return b"null"
-    if value is True:
-        return b"true"
-    if value is False:
-        return b"false"
-    if type(value) is int:
-        return b"%d" % value
-    return json.dumps(value).encode()
-
-
-_VARIABLE = object()
-
-
-def template(cls: type[Event], fixed: Mapping[str, Any], placeholder: bytes) -> tuple[bytes, tuple[str, ...]]:
-    """A %-template of the canonical bytes of ``cls``.
-
-    Fields in ``fixed`` are written in as JSON; every other field becomes
-    ``placeholder``.  Returns the template and the names of the placeholder
-    fields in the order their values must be supplied (sorted key order).
+    Events made by the engine store the raw 32-byte digest and turn it into
+    its 64-digit hex form on first read (then keep the hex): hex-encoding
+    every digest inside ``apply`` would cost more than most consumers spend
+    reading it.  Events built from their fields store the hex as given.
     """
-    parts = []
-    names = []
-    for key in sorted((*_DICT_FIELDS[cls], "type")):
-        value = cls.TYPE if key == "type" else fixed.get(key, _VARIABLE)
-        if value is _VARIABLE:
-            token = placeholder
-            names.append(key)
+
+    __slots__ = ("_slot",)
+
+    def __init__(self, slot: Any) -> None:
+        self._slot = slot
+
+    def __get__(self, obj: object, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        value = self._slot.__get__(obj, owner)
+        if type(value) is bytes:
+            value = value.hex()
+            self._slot.__set__(obj, value)
+        return value
+
+    def __set__(self, obj: object, value: object) -> None:
+        self._slot.__set__(obj, value)
+
+    def __delete__(self, obj: object) -> None:
+        self._slot.__delete__(obj)
+
+
+for _cls in EVENT_TYPES.values():
+    _cls.hash = _HexDigest(_cls.__dict__["hash"])  # type: ignore[assignment, union-attr]
+
+
+# --- canonical bytes -------------------------------------------------------
+#
+# canonical(event) =
+#     code                  1 byte: the event type's number (_CODES), plus 0x80
+#                           in the wide form (below)
+#     market                len(m) in ASCII decimal, b":", then m, where
+#                           m = market.encode("utf-8", "surrogatepass")
+#     descriptor bytes      one byte per field that is not market, seq, ts or a
+#                           plain int, in declaration order: an enum field its
+#                           index in the field's tuple of values, a bool 0 or 1,
+#                           an optional int 0 for None and 1 for an int
+#     integers              seq, ts, then every int field (optional or not) in
+#                           declaration order, None written as 0: 8 bytes
+#                           little-endian each, or, in the wide form (used when
+#                           some value is outside 0 <= v < 2**64), ASCII
+#                           decimal followed by b";" each
+#
+# Every part has a fixed length or is self-delimiting, so two events with
+# different fields never share canonical bytes.  Everything before the
+# integers depends only on the market and the enum/None shape of an event, so
+# the chain keeps it ready-made per shape and formats only the integers, with
+# one struct.pack call that also writes in the previous hash.
+
+_CODES: dict[type, int] = {cls: code for code, cls in enumerate(EVENT_TYPES.values(), start=1)}
+_WIDE = 0x80
+
+_MARKET, _INT, _OPTIONAL, _BOOL, _ENUM = range(5)
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "side": SIDES,
+    "taker_side": SIDES,
+    "order_type": ORDER_TYPES,
+    "time_in_force": TIMES_IN_FORCE,
+    "stp": STP_MODES,
+    "request": REQUESTS,
+}
+_REASONS: dict[type, tuple[str, ...]] = {
+    OrderCancelled: CANCEL_REASONS,
+    OrderRejected: REJECT_REASONS,
+    OrderDone: DONE_REASONS,
+}
+
+
+def _layout(cls: type) -> tuple[tuple[int, tuple[Any, ...]], ...]:
+    """(kind, enum values) of each field of ``cls`` but hash, in declaration order."""
+    out = []
+    for f in fields(cls):
+        if f.name == "hash":
+            continue
+        if f.name == "market":
+            out.append((_MARKET, ()))
+        elif f.type is int:
+            out.append((_INT, ()))
+        elif f.type == int | None:
+            out.append((_OPTIONAL, ()))
+        elif f.type is bool:
+            out.append((_BOOL, (False, True)))
+        elif f.name == "reason":
+            out.append((_ENUM, _REASONS[cls]))
         else:
-            # A literal % (possible in a market name) must survive formatting.
-            token = _token(value).replace(b"%", b"%%")
-        parts.append(json_string(key) + b":" + token)
-    return b"{" + b",".join(parts) + b"}", tuple(names)
+            out.append((_ENUM, _CHOICES[f.name]))
+    return tuple(out)
 
 
-_GENERIC = {cls: template(cls, {}, b"%s") for cls in EVENT_TYPES.values()}
+_LAYOUTS = {cls: _layout(cls) for cls in EVENT_TYPES.values()}
 
 
-def render_canonical(cls: type[Event], values: Mapping[str, Any]) -> bytes:
-    """Canonical bytes of an event of type ``cls`` whose fields are ``values``."""
-    text, names = _GENERIC[cls]
-    return text % tuple([_token(values[name]) for name in names])
+def _market_bytes(market: str) -> bytes:
+    raw = market.encode("utf-8", "surrogatepass")
+    return b"%d:%s" % (len(raw), raw)
+
+
+def _encode(cls: type[Event], values: Sequence[Any]) -> bytes:
+    """Canonical bytes of an event of type ``cls`` whose fields (declaration
+    order, hash left out) are ``values``.  ValueError if a field cannot be
+    encoded (an unknown enum value, a non-integer number)."""
+    layout = _LAYOUTS[cls]
+    if len(values) != len(layout):
+        raise ValueError(f"{cls.__name__} has {len(layout)} fields besides hash, got {len(values)} values")
+    descriptor = bytearray()
+    ints = []
+    market = b""
+    try:
+        for (kind, choices), value in zip(layout, values, strict=True):
+            if kind == _INT:
+                ints.append(index(value))
+            elif kind == _OPTIONAL:
+                descriptor.append(value is not None)
+                ints.append(0 if value is None else index(value))
+            elif kind == _MARKET:
+                market = _market_bytes(value)
+            else:
+                descriptor.append(choices.index(value))
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise ValueError(f"cannot encode {cls.__name__}: {exc}") from None
+    code = _CODES[cls]
+    try:
+        numbers = struct.pack(f"<{len(ints)}Q", *ints)
+    except struct.error:
+        code |= _WIDE
+        numbers = b"".join([b"%d;" % number for number in ints])
+    return b"%c%s%s%s" % (code, market, descriptor, numbers)
 
 
 def canonical(event: Event) -> bytes:
-    text, names = _GENERIC[type(event)]
-    return text % tuple([_token(getattr(event, name)) for name in names])
+    cls = type(event)
+    return _encode(cls, [getattr(event, name) for name in _DICT_FIELDS[cls]])
 
 
 def chain_hash(prev_hex: str, canonical: bytes) -> str:
@@ -274,7 +358,11 @@ def verify_chain(events: Iterable[Event], prev_hex: str = GENESIS_HASH) -> None:
             raise ChainError(seq, f"seq {seq} is not part of any chain")
         if expected is not None and seq != expected:
             raise ChainError(seq, f"seq {seq} found where seq {expected} was expected")
-        prev = sha256(prev + canonical(event)).digest()
+        try:
+            canon = canonical(event)
+        except ValueError as exc:
+            raise ChainError(seq, f"seq {seq} cannot be encoded: {exc}") from None
+        prev = sha256(prev + canon).digest()
         if prev.hex() != event.hash:
             raise ChainError(seq, f"hash mismatch at seq {seq}")
         expected = seq + 1
@@ -393,165 +481,182 @@ def event_from_dict(d: dict[str, Any], hash: str) -> Event:
 E = TypeVar("E")
 
 
-def _fast_constructor(cls: type[E]) -> Callable[..., E]:
-    """A positional constructor for frozen dataclass ``cls`` that skips its __init__.
+def _twin(cls: type[E]) -> type:
+    """A class with the slot layout of frozen dataclass ``cls`` and ordinary
+    attribute assignment.
 
     A frozen dataclass sets each field through object.__setattr__ (about 1.4 us
     for a 14-field event here), while the engine creates several events per
-    command.  The returned class has the identical slot layout and a plain
-    __init__; it retypes each instance to ``cls`` before returning it, which
-    CPython allows because the layouts match.
+    command.  The emitters below fill an instance of the twin with plain
+    attribute stores and then retype it to ``cls``, which CPython allows
+    because the layouts match: the result is a genuine, frozen ``cls``.  The
+    twin has no __init__, so calling it costs no Python frame.
     """
-    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
-    body = "".join(f"    self.{name} = {name}\n" for name in names)
-    source = f"def __init__(self, {', '.join(names)}):\n{body}    self.__class__ = cls\n"
-    namespace: dict[str, Any] = {"cls": cls}
-    # Same technique as dataclasses and namedtuple: the source is built only
-    # from this module's own field names.
-    exec(source, namespace)  # noqa: S102
-    return type(
-        f"_{cls.__name__}Builder",
-        cls.__bases__,
-        {"__slots__": cls.__slots__, "__init__": namespace["__init__"]},  # type: ignore[attr-defined]
+    return type(f"_{cls.__name__}Twin", cls.__bases__, {"__slots__": cls.__slots__})  # type: ignore[attr-defined]
+
+
+_AcceptedTwin = _twin(OrderAccepted)
+_TradeTwin = _twin(Trade)
+_CancelledTwin = _twin(OrderCancelled)
+_DoneTwin = _twin(OrderDone)
+_RejectedTwin = _twin(OrderRejected)
+
+
+def _prefix(cls: type[Event], market: str, **shape: Any) -> bytes:
+    """Everything of the canonical bytes of ``cls`` before the integers, for
+    the enum values and None pattern in ``shape`` (int fields marked by 0 and
+    None fields by None)."""
+    values = [market if name == "market" else shape.get(name, 0) for name in _DICT_FIELDS[cls]]
+    whole = _encode(cls, values)
+    return whole[: len(whole) - 8 * sum(kind in (_INT, _OPTIONAL) for kind, _ in _LAYOUTS[cls])]
+
+
+def _packer(cls: type[Event], prefix: bytes) -> Callable[..., bytes]:
+    """struct.pack for (previous raw hash, prefix, the integers of ``cls``)."""
+    count = sum(kind in (_INT, _OPTIONAL) for kind, _ in _LAYOUTS[cls])
+    return struct.Struct(f"<32s{len(prefix)}s{count}Q").pack
+
+
+class _Shapes:
+    """The canonical prefixes of one market's frequent event shapes, keyed by
+    their enum fields and None pattern, and the packers that complete them.
+    Every prefix of one event type has the same length, so one packer serves
+    them all."""
+
+    __slots__ = (
+        "accepted",
+        "cancelled",
+        "done",
+        "pack_accepted",
+        "pack_cancelled",
+        "pack_done",
+        "pack_trade",
+        "resting",
+        "trade",
     )
 
-
-_new_accepted = _fast_constructor(OrderAccepted)
-_new_trade = _fast_constructor(Trade)
-_new_cancelled = _fast_constructor(OrderCancelled)
-_new_done = _fast_constructor(OrderDone)
-_new_rejected = _fast_constructor(OrderRejected)
-
-
-def _baked(cls: type[Event], expected: tuple[str, ...], **fixed: Any) -> bytes:
-    """An integer-only template; ``expected`` is the argument order its emitter
-    uses, checked here so that a mismatch fails at import, not in a hash."""
-    text, names = template(cls, fixed, b"%d")
-    if names != expected:
-        raise AssertionError(f"{cls.__name__} template takes {names}, emitter passes {expected}")
-    return text
-
-
-_TRADE_VARIABLES = (
-    "maker_order_id",
-    "maker_remaining",
-    "maker_user_id",
-    "price",
-    "quantity",
-    "seq",
-    "taker_order_id",
-    "taker_remaining",
-    "taker_user_id",
-    "ts",
-)
-
-
-class _Templates:
-    """%-templates of the frequent event shapes of one market, keyed by their
-    enum fields, with the market name and those fields already written in.
-
-    A quote-budget shape differs from its lot shape only in which of two
-    adjacent keys holds the number and which holds null, so both shapes take
-    their integers in the same order.
-    """
-
-    __slots__ = ("accepted_limit", "accepted_market", "cancelled", "done", "trade")
-
     def __init__(self, market: str) -> None:
-        self.accepted_limit = {
-            (side, tif, stp, post_only): _baked(
+        # Key: (side, order_type, time_in_force, post_only, stp, quote_quantity is None).
+        self.accepted = {
+            (side, order_type, tif, post_only, stp, by_lots): _prefix(
                 OrderAccepted,
-                ("order_id", "price", "quantity", "seq", "ts", "user_id"),
-                market=market,
-                order_type="limit",
-                quote_quantity=None,
+                market,
                 side=side,
+                order_type=order_type,
                 time_in_force=tif,
-                stp=stp,
                 post_only=post_only,
+                stp=stp,
+                price=0 if order_type == "limit" else None,
+                quantity=0 if by_lots else None,
+                quote_quantity=None if by_lots else 0,
             )
             for side in SIDES
+            for order_type in ORDER_TYPES
             for tif in TIMES_IN_FORCE
-            for stp in STP_MODES
             for post_only in (False, True)
-        }
-        self.accepted_market = {
-            (side, tif, stp, post_only, by_quote): _baked(
-                OrderAccepted,
-                ("order_id", "quote_quantity" if by_quote else "quantity", "seq", "ts", "user_id"),
-                market=market,
-                order_type="market",
-                price=None,
-                **({"quantity": None} if by_quote else {"quote_quantity": None}),
-                side=side,
-                time_in_force=tif,
-                stp=stp,
-                post_only=post_only,
-            )
-            for side in SIDES
-            for tif in TIMES_IN_FORCE
             for stp in STP_MODES
-            for post_only in (False, True)
-            for by_quote in (False, True)
+            for by_lots in (True, False)
         }
+        # The accepted prefixes of GTC limit orders again, as
+        # resting[stp][side][post_only]: the engine's most frequent event,
+        # looked up without building a key tuple.
+        self.resting = {
+            stp: {
+                side: tuple(self.accepted[side, "limit", "GTC", post_only, stp, True] for post_only in (False, True))
+                for side in SIDES
+            }
+            for stp in STP_MODES
+        }
+        # Key: (taker_side, by_quote).
         self.trade = {
-            (side, by_quote): _baked(
+            (side, by_quote): _prefix(
                 Trade,
-                tuple(
-                    "taker_remaining_quote" if by_quote and name == "taker_remaining" else name
-                    for name in _TRADE_VARIABLES
-                ),
-                market=market,
+                market,
                 taker_side=side,
-                **({"taker_remaining": None} if by_quote else {"taker_remaining_quote": None}),
+                taker_remaining=None if by_quote else 0,
+                taker_remaining_quote=0 if by_quote else None,
             )
             for side in SIDES
             for by_quote in (False, True)
         }
+        # Key: (reason, by_quote).
         self.cancelled = {
-            (reason, by_quote): _baked(
+            (reason, by_quote): _prefix(
                 OrderCancelled,
-                ("order_id", "remaining_quote" if by_quote else "remaining", "seq", "ts", "user_id"),
-                market=market,
+                market,
                 reason=reason,
-                **({"remaining": None} if by_quote else {"remaining_quote": None}),
+                remaining=None if by_quote else 0,
+                remaining_quote=0 if by_quote else None,
             )
             for reason in CANCEL_REASONS
             for by_quote in (False, True)
         }
-        self.done = _baked(OrderDone, ("order_id", "seq", "ts", "user_id"), market=market, reason="filled")
+        self.done = _prefix(OrderDone, market, reason="filled")
+        self.pack_accepted = _packer(
+            OrderAccepted, self.accepted["buy", "limit", "GTC", False, "cancel_incoming", True]
+        )
+        self.pack_trade = _packer(Trade, self.trade["buy", False])
+        self.pack_cancelled = _packer(OrderCancelled, self.cancelled["user", False])
+        self.pack_done = _packer(OrderDone, self.done)
 
 
-_templates = lru_cache(maxsize=1024)(_Templates)
+_shapes = lru_cache(maxsize=1024)(_Shapes)
 
 
 class Chain:
     """The sequence and hash chain of one market, and the only maker of its events.
 
-    Order events are rendered from the market's _Templates so that only
-    integers are formatted per event; the tests recompute each emitted hash
-    from json.dumps.  Rare events go through the generic renderer.
+    Frequent events are encoded from the market's _Shapes, so that only their
+    integers are formatted per event; an integer too large for 8 bytes makes
+    struct.pack fail and the event falls back to the generic encoder, as rare
+    events always do.  The tests check both paths against an independent
+    encoder.
     """
 
-    __slots__ = ("_templates", "last", "market", "seq")
+    __slots__ = (
+        "_accepted",
+        "_cancelled",
+        "_cancelled_user",
+        "_done",
+        "_pack_accepted",
+        "_pack_cancelled",
+        "_pack_done",
+        "_pack_trade",
+        "_resting",
+        "_trade",
+        "last",
+        "market",
+        "seq",
+    )
 
     def __init__(self, market: str, seq: int = 0, last: bytes = _GENESIS_RAW) -> None:
         self.market = market
         self.seq = seq
         self.last = last
-        self._templates = _templates(market)
+        # Copied out of the shared per-market tables: one attribute load less
+        # per event.
+        shapes = _shapes(market)
+        self._accepted = shapes.accepted
+        self._resting = shapes.resting
+        self._trade = shapes.trade
+        self._cancelled = shapes.cancelled
+        self._cancelled_user = shapes.cancelled["user", False]
+        self._done = shapes.done
+        self._pack_accepted = shapes.pack_accepted
+        self._pack_trade = shapes.pack_trade
+        self._pack_cancelled = shapes.pack_cancelled
+        self._pack_done = shapes.pack_done
 
     @property
     def last_hash(self) -> str:
         return self.last.hex()
 
-    def _emit(self, cls: type[E], ts: int, **values: Any) -> E:
+    def _emit(self, cls: type[E], ts: int, *values: Any) -> E:
+        """A rare event, through the generic encoder; ``values`` are the fields after ts."""
         self.seq = seq = self.seq + 1
-        values["market"] = self.market
-        values["seq"] = seq
-        values["ts"] = ts
-        self.last = raw = sha256(self.last + render_canonical(cls, values)).digest()  # type: ignore[arg-type]
-        return cls(**values, hash=raw.hex())
+        fields = (self.market, seq, ts, *values)
+        self.last = raw = sha256(self.last + _encode(cls, fields)).digest()  # type: ignore[arg-type]
+        return cls(*fields, hash=raw.hex())
 
     def market_added(self, ts: int) -> MarketAdded:
         return self._emit(MarketAdded, ts)
@@ -562,45 +667,43 @@ class Chain:
     def market_resumed(self, ts: int) -> MarketResumed:
         return self._emit(MarketResumed, ts)
 
+    def rejected(self, ts: int, order_id: int | None, user_id: int | None, request: str, reason: str) -> OrderRejected:
+        return self._emit(OrderRejected, ts, order_id, user_id, request, reason)
+
     def accepted(self, cmd: NewOrder) -> OrderAccepted:
         self.seq = seq = self.seq + 1
-        order_id = cmd.order_id
-        user_id = cmd.user_id
-        side = cmd.side
-        order_type = cmd.order_type
-        price = cmd.price
-        quantity = cmd.quantity
-        quote_quantity = cmd.quote_quantity
-        tif = cmd.time_in_force
-        post_only = cmd.post_only
-        stp = cmd.stp
-        ts = cmd.ts
-        if order_type == "limit":
-            template = self._templates.accepted_limit[side, tif, stp, post_only]
-            canon = template % (order_id, price, quantity, seq, ts, user_id)
-        elif quantity is None:
-            template = self._templates.accepted_market[side, tif, stp, post_only, True]
-            canon = template % (order_id, quote_quantity, seq, ts, user_id)
-        else:
-            template = self._templates.accepted_market[side, tif, stp, post_only, False]
-            canon = template % (order_id, quantity, seq, ts, user_id)
-        self.last = raw = sha256(self.last + canon).digest()
-        return _new_accepted(
-            self.market,
-            seq,
-            ts,
-            order_id,
-            user_id,
-            side,
-            order_type,
-            price,
-            quantity,
-            quote_quantity,
-            tif,
-            post_only,
-            stp,
-            raw.hex(),
-        )
+        e = _AcceptedTwin()
+        e.market = market = self.market
+        e.seq = seq
+        e.ts = ts = cmd.ts
+        e.order_id = order_id = cmd.order_id
+        e.user_id = user_id = cmd.user_id
+        e.side = side = cmd.side
+        e.order_type = order_type = cmd.order_type
+        e.price = price = cmd.price
+        e.quantity = quantity = cmd.quantity
+        e.quote_quantity = quote_quantity = cmd.quote_quantity
+        e.time_in_force = tif = cmd.time_in_force
+        e.post_only = post_only = cmd.post_only
+        e.stp = stp = cmd.stp
+        try:
+            data = self._pack_accepted(
+                self.last,
+                self._accepted[side, order_type, tif, post_only, stp, quote_quantity is None],
+                seq,
+                ts,
+                order_id,
+                user_id,
+                price or 0,
+                quantity or 0,
+                quote_quantity or 0,
+            )
+        except struct.error:
+            fields = (market, seq, ts, order_id, user_id, side, order_type, price, quantity, quote_quantity)
+            data = self.last + _encode(OrderAccepted, (*fields, tif, post_only, stp))
+        e.hash = self.last = sha256(data).digest()
+        e.__class__ = OrderAccepted
+        return e  # type: ignore[return-value]
 
     def trade(
         self,
@@ -619,36 +722,43 @@ class Chain:
         """Exactly one of ``taker_remaining`` (lots) and ``taker_remaining_quote``
         (budget of a market buy by quote) is None."""
         self.seq = seq = self.seq + 1
-        by_quote = taker_remaining is None
-        canon = self._templates.trade[taker_side, by_quote] % (
-            maker_order_id,
-            maker_remaining,
-            maker_user_id,
-            price,
-            quantity,
-            seq,
-            taker_order_id,
-            taker_remaining_quote if by_quote else taker_remaining,
-            taker_user_id,
-            ts,
-        )
-        self.last = raw = sha256(self.last + canon).digest()
-        return _new_trade(
-            self.market,
-            seq,
-            ts,
-            maker_order_id,
-            maker_user_id,
-            taker_order_id,
-            taker_user_id,
-            taker_side,
-            price,
-            quantity,
-            maker_remaining,
-            taker_remaining,
-            taker_remaining_quote,
-            raw.hex(),
-        )
+        try:
+            data = self._pack_trade(
+                self.last,
+                self._trade[taker_side, taker_remaining is None],
+                seq,
+                ts,
+                maker_order_id,
+                maker_user_id,
+                taker_order_id,
+                taker_user_id,
+                price,
+                quantity,
+                maker_remaining,
+                taker_remaining or 0,
+                taker_remaining_quote or 0,
+            )
+        except struct.error:
+            fields = (self.market, seq, ts, maker_order_id, maker_user_id, taker_order_id, taker_user_id)
+            rest = (taker_side, price, quantity, maker_remaining, taker_remaining, taker_remaining_quote)
+            data = self.last + _encode(Trade, (*fields, *rest))
+        e = _TradeTwin()
+        e.market = self.market
+        e.seq = seq
+        e.ts = ts
+        e.maker_order_id = maker_order_id
+        e.maker_user_id = maker_user_id
+        e.taker_order_id = taker_order_id
+        e.taker_user_id = taker_user_id
+        e.taker_side = taker_side
+        e.price = price
+        e.quantity = quantity
+        e.maker_remaining = maker_remaining
+        e.taker_remaining = taker_remaining
+        e.taker_remaining_quote = taker_remaining_quote
+        e.hash = self.last = sha256(data).digest()
+        e.__class__ = Trade
+        return e  # type: ignore[return-value]
 
     def cancelled(
         self,
@@ -661,27 +771,61 @@ class Chain:
     ) -> OrderCancelled:
         """Exactly one of ``remaining`` and ``remaining_quote`` is None."""
         self.seq = seq = self.seq + 1
-        by_quote = remaining is None
-        canon = self._templates.cancelled[reason, by_quote] % (
-            order_id,
-            remaining_quote if by_quote else remaining,
-            seq,
-            ts,
-            user_id,
-        )
-        self.last = raw = sha256(self.last + canon).digest()
-        return _new_cancelled(self.market, seq, ts, order_id, user_id, remaining, remaining_quote, reason, raw.hex())
+        try:
+            data = self._pack_cancelled(
+                self.last,
+                self._cancelled[reason, remaining is None],
+                seq,
+                ts,
+                order_id,
+                user_id,
+                remaining or 0,
+                remaining_quote or 0,
+            )
+        except struct.error:
+            fields = (self.market, seq, ts, order_id, user_id, remaining, remaining_quote, reason)
+            data = self.last + _encode(OrderCancelled, fields)
+        e = _CancelledTwin()
+        e.market = self.market
+        e.seq = seq
+        e.ts = ts
+        e.order_id = order_id
+        e.user_id = user_id
+        e.remaining = remaining
+        e.remaining_quote = remaining_quote
+        e.reason = reason
+        e.hash = self.last = sha256(data).digest()
+        e.__class__ = OrderCancelled
+        return e  # type: ignore[return-value]
 
     def done(self, ts: int, order_id: int, user_id: int) -> OrderDone:
         self.seq = seq = self.seq + 1
-        canon = self._templates.done % (order_id, seq, ts, user_id)
-        self.last = raw = sha256(self.last + canon).digest()
-        return _new_done(self.market, seq, ts, order_id, user_id, "filled", raw.hex())
-
-    def rejected(self, ts: int, order_id: int | None, user_id: int | None, request: str, reason: str) -> OrderRejected:
-        return self._emit(OrderRejected, ts, order_id=order_id, user_id=user_id, request=request, reason=reason)
+        try:
+            data = self._pack_done(self.last, self._done, seq, ts, order_id, user_id)
+        except struct.error:
+            data = self.last + _encode(OrderDone, (self.market, seq, ts, order_id, user_id, "filled"))
+        e = _DoneTwin()
+        e.market = self.market
+        e.seq = seq
+        e.ts = ts
+        e.order_id = order_id
+        e.user_id = user_id
+        e.reason = "filled"
+        e.hash = self.last = sha256(data).digest()
+        e.__class__ = OrderDone
+        return e  # type: ignore[return-value]
 
 
 def unchained_rejection(market: str, ts: int, order_id: int | None, user_id: int | None, request: str) -> OrderRejected:
     """The rejection for a command naming a market the engine does not have."""
-    return _new_rejected(market, 0, ts, order_id, user_id, request, "unknown_market", UNCHAINED_HASH)
+    e = _RejectedTwin()
+    e.market = market
+    e.seq = 0
+    e.ts = ts
+    e.order_id = order_id
+    e.user_id = user_id
+    e.request = request
+    e.reason = "unknown_market"
+    e.hash = UNCHAINED_HASH
+    e.__class__ = OrderRejected
+    return e  # type: ignore[return-value]

@@ -10,8 +10,11 @@ from hypothesis import strategies as st
 from matching.engine import (
     EVENT_TYPES,
     GENESIS_HASH,
+    AddMarket,
+    CancelOrder,
     Chain,
     ChainError,
+    Engine,
     Event,
     MarketAdded,
     MarketHalted,
@@ -28,8 +31,11 @@ from matching.engine import (
     verify_chain,
 )
 
+from .canon import reference_canonical
+
 # Quotes, backslashes, control characters, non-ASCII, astral-plane characters,
-# a lone surrogate and a percent sign (the engine's templates use %-formatting).
+# a lone surrogate, a percent sign, a colon and digits (the market is written
+# length-prefixed, with a colon after the length).
 AWKWARD_MARKETS = [
     "BTC-USD",
     'we"ird',
@@ -43,6 +49,8 @@ AWKWARD_MARKETS = [
     "%d%s%%",
     "%(market)s",
     " ",
+    "12:34",
+    ":",
 ]
 
 markets = st.one_of(st.sampled_from(AWKWARD_MARKETS), st.text(min_size=1, max_size=10))
@@ -121,22 +129,24 @@ events = st.one_of(
 )
 
 
-def json_canonical(event: Event) -> bytes:
-    return json.dumps(event.to_dict(), sort_keys=True, separators=(",", ":")).encode()
-
-
 @given(events)
-def test_canonical_bytes_equal_json_dumps_sorted_compact_for_every_event_type(event: Event) -> None:
-    assert canonical(event) == json_canonical(event)
+def test_canonical_bytes_follow_the_documented_layout_for_every_event_type(event: Event) -> None:
+    assert canonical(event) == reference_canonical(event)
     assert event.canonical() == canonical(event)
+
+
+@given(events, events)
+def test_events_with_different_fields_never_share_canonical_bytes(a: Event, b: Event) -> None:
+    assert (canonical(a) == canonical(b)) == (a.to_dict() == b.to_dict())
 
 
 @given(events)
 def test_every_event_round_trips_through_to_dict_and_json(event: Event) -> None:
     d = event.to_dict()
     assert event_from_dict(d, event.hash) == event
-    assert event_from_dict(json.loads(json.dumps(d)), event.hash) == event
-    assert event_from_dict(json.loads(canonical(event)), event.hash) == event
+    decoded = event_from_dict(json.loads(json.dumps(d)), event.hash)
+    assert decoded == event
+    assert canonical(decoded) == canonical(event)
 
 
 @given(events)
@@ -188,30 +198,100 @@ def emit_every_shape(chain: Chain) -> list[Event]:
     return out
 
 
-@pytest.mark.parametrize("market", AWKWARD_MARKETS)
-def test_chain_emits_exactly_json_dumps_bytes_for_every_shape_including_awkward_markets(market: str) -> None:
+def check_chain(emitted: list[Event], market: str) -> None:
+    """Every event hashes the documented bytes of its fields onto its predecessor."""
     prev = GENESIS_HASH
-    emitted = emit_every_shape(Chain(market))
-    assert {type(e) for e in emitted} == set(EVENT_TYPES.values())
     for seq, event in enumerate(emitted, start=1):
         assert event.market == market
         assert event.seq == seq
-        assert canonical(event) == json_canonical(event)
-        prev = chain_hash(prev, json_canonical(event))
+        assert canonical(event) == reference_canonical(event)
+        prev = chain_hash(prev, reference_canonical(event))
         assert event.hash == prev, f"{type(event).__name__} at seq {seq}"
     verify_chain(emitted)
+
+
+@pytest.mark.parametrize("market", AWKWARD_MARKETS)
+def test_chain_emits_the_documented_bytes_for_every_shape_including_awkward_markets(market: str) -> None:
+    emitted = emit_every_shape(Chain(market))
+    assert {type(e) for e in emitted} == set(EVENT_TYPES.values())
+    check_chain(emitted, market)
+
+
+def test_integers_beyond_64_bits_take_the_wide_form_in_every_emitter() -> None:
+    big = 2**64
+    chain = Chain("M")
+    emitted: list[Event] = [chain.market_added(big)]
+    by_lots = NewOrder("M", big, 1, "buy", "limit", 3, 5, None, "GTC", False, "cancel_both", 2)
+    by_quote = NewOrder("M", 1, 1, "buy", "market", None, None, big, "IOC", False, "cancel_both", 2)
+    emitted.append(chain.accepted(by_lots))
+    emitted.append(chain.accepted(by_quote))
+    emitted.append(chain.trade(2, 1, big, 3, 4, "sell", 10, 2, 0, 5, None))
+    emitted.append(chain.trade(2, 1, 2, 3, 4, "buy", 10, 2, 0, None, big * 7))
+    emitted.append(chain.cancelled(2, 7, 8, big, None, "ioc"))
+    emitted.append(chain.done(2, big - 1, big))
+    emitted.append(chain.rejected(2, big, None, "cancel", "unknown_order"))
+    for event in emitted:
+        assert canonical(event)[0] & 0x80, type(event).__name__
+    check_chain(emitted, "M")
+
+
+def test_the_books_inline_encoders_fall_back_to_the_wide_form_too() -> None:
+    big = 2**64
+    engine = Engine()
+    commands = [
+        AddMarket("M", 0),
+        # Rests (inline accepted), then is cancelled (inline cancelled).
+        NewOrder("M", big, 1, "sell", "limit", 10, 3, None, "GTC", False, "cancel_incoming", big),
+        CancelOrder("M", big, 1, 5),
+        # Two makers, one filled whole (inline trade and done), one in part.
+        NewOrder("M", big + 10, 2, "sell", "limit", 10, 5, None, "GTC", False, "cancel_incoming", 6),
+        NewOrder("M", big + 11, 3, "sell", "limit", 11, 4, None, "GTC", False, "cancel_incoming", 7),
+        NewOrder("M", big + 12, 4, "buy", "limit", 11, 7, None, "GTC", False, "cancel_incoming", 8),
+    ]
+    emitted = [event for cmd in commands for event in engine.apply(cmd)]
+    assert [type(e).__name__ for e in emitted] == [
+        "MarketAdded",
+        "OrderAccepted",
+        "OrderCancelled",
+        "OrderAccepted",
+        "OrderAccepted",
+        "OrderAccepted",
+        "Trade",
+        "OrderDone",
+        "Trade",
+        "OrderDone",
+    ]
+    assert all(canonical(e)[0] & 0x80 for e in emitted[1:])
+    check_chain(emitted, "M")
 
 
 def test_fast_built_events_are_genuine_frozen_instances_equal_to_normal_ones() -> None:
     event = Chain("M").done(3, 4, 5)
     assert type(event) is OrderDone
     assert isinstance(event, OrderDone)
+    assert type(event.hash) is str
+    assert len(event.hash) == 64
     assert event == OrderDone(market="M", seq=1, ts=3, order_id=4, user_id=5, reason="filled", hash=event.hash)
+    assert event == event_from_dict(event.to_dict(), event.hash)
     assert hash(event) == hash(dataclasses.replace(event))
     assert repr(event).startswith("OrderDone(")
+    assert f"hash='{event.hash}'" in repr(event)
     with pytest.raises(dataclasses.FrozenInstanceError):
         event.order_id = 9  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        event.hash = "0" * 64  # type: ignore[misc]
     assert not hasattr(event, "__dict__")
+
+
+def test_an_event_hash_reads_the_same_before_and_after_its_first_read() -> None:
+    chain = Chain("M")
+    first, second = chain.done(3, 4, 5), chain.done(3, 4, 5)
+    assert first == first
+    assert first != second
+    assert second.hash == chain.last_hash
+    assert first.hash == first.hash
+    assert dataclasses.replace(second) == second
+    assert dataclasses.astuple(second)[-1] == second.hash
 
 
 def test_chain_hash_is_sha256_of_previous_raw_digest_and_canonical_bytes() -> None:

@@ -61,6 +61,23 @@ def test_snapshot_of_a_restored_engine_is_byte_identical() -> None:
     assert Engine.restore(data).snapshot() == data
 
 
+def test_closed_ids_are_written_by_id_and_read_in_any_order() -> None:
+    original = busy_engine()
+    magic, version, (markets, early) = pickle.loads(original.snapshot())  # noqa: S301 (our own bytes)
+    closed = markets[0][6]
+    pairs = list(zip(closed[::2], closed[1::2], strict=True))
+    assert len(pairs) > 1
+    assert pairs == sorted(pairs)
+    # Earlier versions wrote the ids in the order they finished.
+    shuffled = [x for pair in reversed(pairs) for x in pair]
+    markets[0] = (*markets[0][:6], shuffled)
+    restored = Engine.restore(pickle.dumps((magic, version, (markets, early)), protocol=5))
+    assert restored.snapshot() == original.snapshot()
+    assert restored.state_digest() == original.state_digest()
+    assert shapes(restored.apply(cancel(1, 1))) == [("rejected", 1, "already_done")]
+    assert shapes(restored.apply(cancel(1, 2))) == [("rejected", 1, "not_owner")]
+
+
 def test_an_empty_engine_round_trips() -> None:
     restored = Engine.restore(Engine().snapshot())
     assert restored.markets == ()
