@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run up down status services test test-faults lint bench browser clean
+.PHONY: install run up down status services test test-faults lint bench browser reset clean
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,10 @@ lint: install
 
 bench: install
 	$(PY) benchmarks/engine.py
+
+## Delete every order, balance and trade of the local exchange (refused with EXCHANGE_ENV=production).
+reset: install
+	$(PY) -m exchange.stack reset
 
 clean: down
 	rm -rf .run staticfiles

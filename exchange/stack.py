@@ -5,6 +5,7 @@
     python -m exchange.stack up         the same in the background; returns once /readyz answers 200
     python -m exchange.stack down       stop everything this tool started
     python -m exchange.stack status     what runs, with pids
+    python -m exchange.stack reset      delete the local exchange's data (development only)
 
 Services are used where they already answer (the addresses come from DATABASE_URL, REDIS_URL and
 KAFKA_BOOTSTRAP_SERVERS, with the same local defaults as the settings). Where a local address does not
@@ -644,6 +645,45 @@ def cmd_status(config: Config) -> int:
     return 0
 
 
+def cmd_reset(config: Config) -> int:
+    """Delete the local exchange's data: its database, its Kafka topics, its cache keys and queue.
+
+    For development only: it refuses to run with EXCHANGE_ENV=production.
+    """
+    if os.environ.get("EXCHANGE_ENV") == "production":
+        raise SystemExit("[stack] reset deletes every order, balance and trade: refused in production")
+    cmd_down(config)
+    services_up(config)
+    import psycopg
+    import redis
+    from kafka import KafkaAdminClient
+
+    name = config.db.path.lstrip("/") or "exchange"
+    admin_url = config.database_url.replace(config.db.path, "/postgres", 1)
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    say(f"dropped database {name}")
+    prefix = os.environ.get("KAFKA_TOPIC_PREFIX", "")
+    kafka = KafkaAdminClient(bootstrap_servers=config.kafka)
+    try:
+        doomed = [t for t in (f"{prefix}orders", f"{prefix}engine-events") if t in set(kafka.list_topics())]
+        if doomed:
+            kafka.delete_topics(doomed)
+            say(f"deleted topics {', '.join(doomed)}")
+    finally:
+        kafka.close()
+    cache = redis.Redis.from_url(config.redis_url)
+    keys = [
+        *cache.scan_iter(f"{os.environ.get('CACHE_KEY_PREFIX', 'exchange')}:*"),
+        os.environ.get("CELERY_QUEUE", "exchange"),
+    ]
+    cache.delete(*keys)
+    (RUN / "celerybeat-schedule").unlink(missing_ok=True)
+    say("the next `make run` or `make up` starts from an empty exchange")
+    cmd_down(config)
+    return 0
+
+
 def cmd_services(config: Config) -> int:
     services_up(config)
     return 0
@@ -651,7 +691,7 @@ def cmd_services(config: Config) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m exchange.stack", description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["run", "up", "down", "status", "services", "supervise"])
+    parser.add_argument("command", choices=["run", "up", "down", "status", "services", "supervise", "reset"])
     args = parser.parse_args(argv)
     config = Config.from_env()
     os.chdir(ROOT)
@@ -661,6 +701,7 @@ def main(argv: list[str] | None = None) -> int:
         "down": cmd_down,
         "status": cmd_status,
         "services": cmd_services,
+        "reset": cmd_reset,
         "supervise": lambda c: supervise(c, echo=False),
     }
     return handlers[args.command](config)

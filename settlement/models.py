@@ -16,7 +16,7 @@ class EngineEvent(models.Model):
     market = models.CharField(max_length=32)
     seq = models.BigIntegerField()
     type = models.CharField(max_length=24)
-    payload = models.JSONField(help_text="The event's canonical fields, as the engine hashed them.")
+    payload = models.JSONField(help_text="The event's fields; its canonical bytes, and so its hash, follow from them.")
     hash = models.CharField(max_length=64)
     received_at = models.DateTimeField(auto_now_add=True)
     settled_at = models.DateTimeField(null=True, blank=True)
@@ -39,6 +39,7 @@ class SettlementCursor(models.Model):
         OK = "ok"
         GAP = "gap", "stopped: sequence gap"
         BROKEN_CHAIN = "broken_chain", "stopped: hash chain broken"
+        INCONSISTENT = "inconsistent", "stopped: event names an order or market the database lacks"
 
     market = models.CharField(max_length=32, primary_key=True)
     seq = models.BigIntegerField(default=0, help_text="Last settled sequence number.")
@@ -110,6 +111,7 @@ class Alert(models.Model):
         SEQUENCE_GAP = "sequence_gap"
         BROKEN_CHAIN = "broken_chain"
         DIVERGENT_EVENT = "divergent_event"
+        UNKNOWN_REFERENCE = "unknown_reference"
         BAD_MESSAGE = "bad_message"
         RECONCILIATION = "reconciliation"
 

@@ -291,7 +291,7 @@ def market_settle(*, market: str, limit: int | None = None) -> int:
     with transaction.atomic():
         cursor, _ = SettlementCursor.objects.get_or_create(market=market)
         cursor = SettlementCursor.objects.select_for_update().get(pk=market)
-        if cursor.status == SettlementCursor.Status.BROKEN_CHAIN:
+        if cursor.status in (SettlementCursor.Status.BROKEN_CHAIN, SettlementCursor.Status.INCONSISTENT):
             return 0
         rows = list(EngineEvent.objects.filter(market=market, seq__gt=cursor.seq).order_by("seq")[:limit])
         if not rows:
@@ -318,6 +318,8 @@ def market_settle(*, market: str, limit: int | None = None) -> int:
             expected, previous = expected + 1, row.hash
 
         if events:
+            events = _known_prefix(cursor, events)
+        if events:
             market_obj = Market.objects.select_related("base", "quote").get(pk=market)
             batch = _batch_prepare(market_obj, [event for _, event in events])
             for _, event in events:
@@ -328,6 +330,31 @@ def market_settle(*, market: str, limit: int | None = None) -> int:
             cursor.status = SettlementCursor.Status.OK
         cursor.save()
         return len(events)
+
+
+def _known_prefix(cursor: SettlementCursor, events: list[tuple[EngineEvent, Event]]) -> list[tuple[EngineEvent, Event]]:
+    """The events up to the first one that names a market or an order the database does not have.
+
+    Such an event means the engine and the database disagree (an engine fed another exchange's
+    input, a database restored without its Kafka topics): settlement of the market stops there, with
+    an alert, rather than guessing.
+    """
+    if not Market.objects.filter(pk=cursor.market).exists():
+        problem, cut = f"the database has no market {cursor.market}", 0
+    else:
+        wanted = {oid for _, event in events for oid in _order_ids(event)}
+        known = set(Order.objects.filter(pk__in=wanted).values_list("pk", flat=True))
+        problem, cut = "", len(events)
+        for index, (row, event) in enumerate(events):
+            # A rejection may name an order id nobody saved (an early cancel, a refused copy).
+            missing = sorted(set(_order_ids(event)) - known) if event.to_dict()["type"] != "rejected" else []
+            if missing:
+                problem, cut = f"event #{row.seq} names order(s) {missing} the database does not have", index
+                break
+    if problem:
+        cursor.status = SettlementCursor.Status.INCONSISTENT
+        alert_raise(kind=Alert.Kind.UNKNOWN_REFERENCE, market=cursor.market, message=f"{problem}; settlement stopped")
+    return events[:cut]
 
 
 def _gap_check(cursor: SettlementCursor, first_waiting: EngineEvent) -> None:
@@ -362,7 +389,7 @@ def _unsequenced_apply(event: Event) -> None:
 def markets_with_backlog() -> list[str]:
     return list(
         SettlementCursor.objects.filter(seq__lt=F("received_seq"))
-        .exclude(status=SettlementCursor.Status.BROKEN_CHAIN)
+        .exclude(status__in=[SettlementCursor.Status.BROKEN_CHAIN, SettlementCursor.Status.INCONSISTENT])
         .values_list("market", flat=True)
     )
 

@@ -10,9 +10,10 @@ import pytest
 from accounts.models import Account, LedgerLine
 from exchange.kafka import schemas
 from matching.engine import CancelOrder
-from matching.models import OutboxMessage
+from matching.models import Order, OutboxMessage
 from matching.services import order_cancel
 from settlement.models import Alert, EngineEvent, SettlementCursor, Trade
+from settlement.services import market_settle
 from tests.unit.conftest import balance, place
 
 pytestmark = pytest.mark.django_db
@@ -201,3 +202,46 @@ def test_a_cancel_that_overtakes_its_order_still_cancels_it(pipeline, bob):
     buy.refresh_from_db()
     assert (buy.status, buy.locked) == ("cancelled", 0)
     assert balance(bob, "USDT") == Decimal("1000")
+
+
+def test_an_event_for_an_order_the_database_lacks_stops_the_market_before_it(pipeline, alice, bob):
+    place(alice, "sell", "sell", "50000", "0.01")
+    pipeline.feed_outbox()
+    pipeline.feed(schemas.decode_command(schemas.encode_command(order_for_nobody())))
+    pipeline.deliver(pipeline.emitted)
+    settled = pipeline.settle()
+
+    cursor = SettlementCursor.objects.get()
+    assert cursor.status == "inconsistent"
+    assert settled == cursor.seq == len(pipeline.emitted) - 1  # everything before the stranger's event
+    assert Alert.objects.get().kind == "unknown_reference"
+    assert Order.objects.get().status == "open"
+
+
+def test_events_of_a_market_the_database_lacks_settle_nothing(pipeline, alice):
+    from matching.engine import AddMarket
+
+    pipeline.feed(AddMarket(market="GHOST_USDT", ts=1))
+    pipeline.deliver(pipeline.emitted)
+    assert market_settle(market="GHOST_USDT") == 0
+    assert SettlementCursor.objects.get(market="GHOST_USDT").status == "inconsistent"
+    assert "no market GHOST_USDT" in Alert.objects.get().message
+
+
+def order_for_nobody():
+    from matching.engine import NewOrder
+
+    return NewOrder(
+        market="BTC_USDT",
+        order_id=987_654,
+        user_id=999,
+        side="buy",
+        order_type="limit",
+        price=4_000_000,
+        quantity=100,
+        quote_quantity=None,
+        time_in_force="GTC",
+        post_only=False,
+        stp="cancel_incoming",
+        ts=1,
+    )
