@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import structlog
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -14,8 +14,8 @@ from accounts.models import Asset, LedgerEntry, User
 from accounts.services import audit_record, funds_lock
 from exchange.errors import Conflict, InvalidRequest, NotFound
 from exchange.kafka import client, schemas, topics
-from matching.engine import AddMarket, CancelOrder, Command, HaltMarket, NewOrder, ResumeMarket
-from matching.models import Market, Order, OutboxMessage
+from matching.engine import AddMarket, CancelOrder, Command, Engine, HaltMarket, NewOrder, ResumeMarket
+from matching.models import EngineSnapshot, Market, Order, OutboxMessage
 from matching.publisher import publisher
 
 log = structlog.get_logger(__name__)
@@ -367,3 +367,121 @@ def order_cancel(*, user: User, order_id: int, acting_user: User | None = None) 
     if acting_user is not None:
         audit_record(actor=acting_user, action="order_cancel", target=f"order:{order.pk}")
     return order
+
+
+# --- Engine snapshots -----------------------------------------------------------------------------
+
+SNAPSHOTS_KEPT = 3
+
+
+def _snapshots_lock(worker: str) -> None:
+    """Serialise, until the transaction ends, everything that writes this worker's snapshots."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"engine-snapshot:{worker}"])
+
+
+def engine_snapshot_rewound(*, worker: str, since: int) -> bool:
+    """Whether an operator rewound `worker` after its snapshot `since` (see `engine_rewind`)."""
+    return EngineSnapshot.objects.filter(worker=worker, pk__gt=since).exists()
+
+
+@transaction.atomic
+def engine_snapshot_save(
+    *, worker: str, offsets: dict[int, int], commands: int, data: bytes, since: int
+) -> EngineSnapshot | None:
+    """Store the worker's books at its input position and drop all but the newest few.
+
+    `since` is the snapshot the worker last restored or wrote. When a newer one exists, an operator
+    has rewound the worker: nothing is written (it would undo the rewind) and None is returned, so
+    the worker restarts from the rewind instead.
+    """
+    _snapshots_lock(worker)
+    if engine_snapshot_rewound(worker=worker, since=since):
+        return None
+    saved = EngineSnapshot.objects.create(
+        worker=worker, offsets={str(p): o for p, o in offsets.items()}, commands=commands, data=data
+    )
+    old = EngineSnapshot.objects.filter(worker=worker).order_by("-id").values_list("pk", flat=True)
+    EngineSnapshot.objects.filter(pk__in=list(old[SNAPSHOTS_KEPT:])).delete()
+    return saved
+
+
+def _worker_partitions(worker: str) -> list[int]:
+    """The partitions of the orders topic a worker id names ("orders:0,1,2")."""
+    return [int(p) for p in worker.partition(":")[2].split(",") if p]
+
+
+@transaction.atomic
+def engine_rewind(
+    *, market: str, seq: int, earliest_offsets: dict[int, int], acting_user: User | None = None
+) -> tuple[EngineSnapshot, int]:
+    """Make the matching worker that owns `market` replay from before that market's event `seq`.
+
+    For when the event stream lost events the engine had already emitted (a broker that lost
+    acknowledged writes): settlement then waits at a gap that a plain restart cannot fill, because
+    the worker's latest snapshot is past it. This picks the newest kept snapshot in which the
+    market's sequence is below `seq` (or the empty book at the start of the input) and stores a copy
+    of it as the worker's newest snapshot. The worker notices within a second, restores it and
+    replays the orders topic from its offsets; the engine being deterministic, every event from
+    there on is emitted again identically, and settlement keeps one copy of each.
+
+    Refused when the orders topic no longer holds the input from that snapshot on
+    (`earliest_offsets`: the first offset the broker still has, per partition), since a replay from
+    a later offset would not reproduce the same events. Returns the new snapshot and the market's
+    sequence in it.
+    """
+    if seq < 1:
+        raise InvalidRequest("invalid", "The sequence number must be at least 1.", field="seq")
+    if not Market.objects.filter(pk=market).exists():
+        raise NotFound("unknown_market", f"No market {market}.")
+    workers = list(EngineSnapshot.objects.values_list("worker", flat=True).distinct().order_by("worker"))
+    for worker in workers:
+        _snapshots_lock(worker)
+    candidates: dict[str, list[tuple[EngineSnapshot, Engine]]] = {}
+    owner = None
+    for worker in workers:
+        kept = list(EngineSnapshot.objects.filter(worker=worker).order_by("-id"))
+        candidates[worker] = [(snapshot, Engine.restore(bytes(snapshot.data))) for snapshot in kept]
+        if market in candidates[worker][0][1].markets:
+            owner = worker
+    if owner is None and len(workers) == 1:
+        owner = workers[0]  # the market was added after the worker's latest snapshot
+    if owner is None:
+        raise NotFound("unknown_market", f"No matching worker's snapshot knows market {market}.")
+
+    chosen: tuple[EngineSnapshot | None, Engine] = (None, Engine())
+    for snapshot, engine in candidates[owner]:
+        if (engine.market_state(market)[1] if market in engine.markets else 0) < seq:
+            chosen = (snapshot, engine)
+            break
+    source, engine = chosen
+    partitions = _worker_partitions(owner)
+    offsets = {p: 0 for p in partitions}
+    if source is not None:
+        offsets.update({int(p): int(o) for p, o in source.offsets.items()})
+    missing = {p: earliest_offsets.get(p, 0) for p in partitions if earliest_offsets.get(p, 0) > offsets[p]}
+    if missing:
+        raise Conflict(
+            "replay_unavailable",
+            f"The orders topic no longer holds the input from offsets {offsets} on "
+            f"(it starts at {missing}); the events cannot be re-emitted.",
+        )
+    at = engine.market_state(market)[1] if market in engine.markets else 0
+    rewound = EngineSnapshot.objects.create(
+        worker=owner,
+        offsets={str(p): o for p, o in offsets.items()},
+        commands=source.commands if source is not None else 0,
+        data=bytes(source.data) if source is not None else engine.snapshot(),
+    )
+    audit_record(
+        actor=acting_user,
+        action="engine_rewind",
+        target=f"market:{market}",
+        seq=seq,
+        worker=owner,
+        source_snapshot=source.pk if source is not None else None,
+        snapshot=rewound.pk,
+        market_seq=at,
+    )
+    log.warning("engine_rewind", market=market, seq=seq, worker=owner, snapshot=rewound.pk, market_seq=at)
+    return rewound, at

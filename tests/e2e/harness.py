@@ -200,9 +200,11 @@ class Exchange:
         finally:
             consumer.close()
 
-    def read_topic(self, name: str, ends: dict[int, int] | None = None) -> list[tuple[int, bytes, bytes]]:
-        """(partition, key, value) of every message up to `ends` (default: the current ends),
-        partition by partition in offset order."""
+    def read_topic(
+        self, name: str, ends: dict[int, int] | None = None, starts: dict[int, int] | None = None
+    ) -> list[tuple[int, bytes, bytes]]:
+        """(partition, key, value) of every message from `starts` (default: the beginning) up to
+        `ends` (default: the current ends), partition by partition in offset order."""
         ends = self.topic_ends(name) if ends is None else ends
         consumer = self.kafka_consumer()
         messages: list[tuple[int, bytes, bytes]] = []
@@ -210,7 +212,7 @@ class Exchange:
             for partition, end in ends.items():
                 tp = TopicPartition(self.topic(name), partition)
                 consumer.assign([tp])
-                consumer.seek(tp, 0)
+                consumer.seek(tp, (starts or {}).get(partition, 0))
                 while consumer.position(tp) < end:
                     for records in consumer.poll(timeout_ms=1000).values():
                         messages.extend((partition, r.key, r.value) for r in records if r.offset < end)

@@ -84,6 +84,28 @@ def random_stream(seed: int, count: int) -> list[Command]:
     return stream
 
 
+def reference_run(stream: list[Command]) -> tuple[Engine, dict[tuple[str, int], bytes]]:
+    """One uninterrupted engine fed `stream`, and its chained events' wire bytes by (market, seq)."""
+    reference = Engine()
+    expected = {}
+    for command in stream:
+        for event in reference.apply(command):
+            if event.seq:
+                expected[(event.market, event.seq)] = schemas.encode_event(event)
+    return reference, expected
+
+
+def send_commands(exchange: Exchange, stream: list[Command]) -> None:
+    """Put `stream` on the exchange's orders topic, as the API's outbox would."""
+    servers = exchange.env.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+    producer = KafkaProducer(bootstrap_servers=servers, acks="all", linger_ms=5)
+    topic = exchange.topic("orders")
+    for command in stream:
+        producer.send(topic, key=command.market.encode(), value=schemas.encode_command(command))
+    producer.flush(timeout=60)
+    producer.close()
+
+
 @pytest.fixture(scope="module")
 def engine_only(tmp_path_factory) -> Iterator[Exchange]:
     exchange = Exchange(
@@ -100,20 +122,8 @@ def engine_only(tmp_path_factory) -> Iterator[Exchange]:
 def test_a_worker_killed_at_random_points_ends_exactly_where_an_uninterrupted_one_does(engine_only: Exchange):
     exchange = engine_only
     stream = random_stream(seed=7, count=COMMANDS)
-    reference = Engine()
-    expected = {}
-    for command in stream:
-        for event in reference.apply(command):
-            if event.seq:
-                expected[(event.market, event.seq)] = schemas.encode_event(event)
-
-    servers = exchange.env.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
-    producer = KafkaProducer(bootstrap_servers=servers, acks="all", linger_ms=5)
-    topic = exchange.topic("orders")
-    for command in stream:
-        producer.send(topic, key=command.market.encode(), value=schemas.encode_command(command))
-    producer.flush(timeout=60)
-    producer.close()
+    reference, expected = reference_run(stream)
+    send_commands(exchange, stream)
 
     def consumed() -> int:
         rows = exchange.query("SELECT commands FROM matching_enginesnapshot ORDER BY id DESC LIMIT 1")

@@ -13,7 +13,7 @@ import structlog
 from django.conf import settings
 from django.core.cache import cache
 from django.core.management.base import BaseCommand, CommandParser
-from django.db import close_old_connections, transaction
+from django.db import close_old_connections
 from kafka import TopicPartition
 
 from exchange.api import decimal_str
@@ -22,10 +22,12 @@ from exchange.worker import LoopWorker
 from matching.engine import Engine
 from matching.models import EngineSnapshot, Market
 from matching.selectors import ENGINE_STATE_KEY, depth_cache_key
+from matching.services import engine_snapshot_rewound, engine_snapshot_save
 
 log = structlog.get_logger(__name__)
 
-_SNAPSHOTS_KEPT = 3
+# How often an idle worker looks for a rewind (`manage.py engine_rewind`).
+_REWIND_CHECK_SECONDS = 1.0
 
 
 class SendFailed(Exception):
@@ -45,7 +47,8 @@ class Worker(LoopWorker):
         self.offsets: dict[int, int] = {}
         self.commands = 0
         self.commands_at_snapshot = 0
-        self.snapshot_at = time.monotonic()
+        self.snapshot_at = self.rewind_checked_at = time.monotonic()
+        self.snapshot_id = 0
         self.markets: dict[str, Market] = {}
         self.consumer = None
 
@@ -54,30 +57,39 @@ class Worker(LoopWorker):
     def restore(self) -> None:
         snapshot = EngineSnapshot.objects.filter(worker=self.worker_id).order_by("-id").first()
         if snapshot is None:
-            self.engine, self.offsets, self.commands = Engine(), {}, 0
+            self.engine, self.offsets, self.commands, self.snapshot_id = Engine(), {}, 0, 0
             log.info("engine_start_empty", worker=self.worker_id)
         else:
             self.engine = Engine.restore(bytes(snapshot.data))
             self.offsets = {int(p): int(o) for p, o in snapshot.offsets.items()}
             self.commands = snapshot.commands
+            self.snapshot_id = snapshot.pk
             log.info("engine_restored", worker=self.worker_id, snapshot=snapshot.pk, offsets=self.offsets)
         self.commands_at_snapshot = self.commands
-        self.snapshot_at = time.monotonic()
+        self.snapshot_at = self.rewind_checked_at = time.monotonic()
 
-    def snapshot(self) -> None:
-        data = self.engine.snapshot()
-        with transaction.atomic():
-            saved = EngineSnapshot.objects.create(
-                worker=self.worker_id,
-                offsets={str(p): o for p, o in self.offsets.items()},
-                commands=self.commands,
-                data=data,
-            )
-            old = EngineSnapshot.objects.filter(worker=self.worker_id).order_by("-id").values_list("pk", flat=True)
-            EngineSnapshot.objects.filter(pk__in=list(old[_SNAPSHOTS_KEPT:])).delete()
+    def snapshot(self) -> bool:
+        """Store the books; False (and nothing stored) when an operator has rewound this worker."""
+        saved = engine_snapshot_save(
+            worker=self.worker_id,
+            offsets=self.offsets,
+            commands=self.commands,
+            data=self.engine.snapshot(),
+            since=self.snapshot_id,
+        )
+        if saved is None:
+            return False
+        self.snapshot_id = saved.pk
         self.commands_at_snapshot = self.commands
         self.snapshot_at = time.monotonic()
-        log.info("engine_snapshot", snapshot=saved.pk, commands=self.commands, bytes=len(data), offsets=self.offsets)
+        log.info("engine_snapshot", snapshot=saved.pk, commands=self.commands, bytes=len(saved.data))
+        return True
+
+    def rewind(self) -> None:
+        """Start again from the snapshot `engine_rewind` stored, as after a restart."""
+        log.warning("engine_rewound", worker=self.worker_id, previous_snapshot=self.snapshot_id)
+        self.restore()
+        self.connect()
 
     def snapshot_due(self) -> bool:
         if self.commands == self.commands_at_snapshot:
@@ -184,7 +196,13 @@ class Worker(LoopWorker):
         self.run_batch()
         if self.snapshot_due():
             close_old_connections()
-            self.snapshot()
+            if not self.snapshot():
+                self.rewind()
+        elif time.monotonic() - self.rewind_checked_at >= _REWIND_CHECK_SECONDS:
+            close_old_connections()
+            self.rewind_checked_at = time.monotonic()
+            if engine_snapshot_rewound(worker=self.worker_id, since=self.snapshot_id):
+                self.rewind()
 
     def on_failure(self) -> None:
         # Whatever was matched since the last snapshot is matched again, identically, from there.
@@ -195,7 +213,8 @@ class Worker(LoopWorker):
             try:
                 client.producer().flush()
                 close_old_connections()
-                self.snapshot()
+                if not self.snapshot():
+                    log.warning("engine_rewound_at_stop", worker=self.worker_id)
             except Exception as exc:  # noqa: BLE001 - the previous snapshot still holds
                 log.error("engine_final_snapshot_failed", error=repr(exc))
         if self.consumer is not None:
