@@ -197,6 +197,9 @@ KAFKA = {
 ENGINE_PARTITIONS = env.list("ENGINE_PARTITIONS", cast=int, default=[])
 ENGINE_SNAPSHOT_SECONDS = env.float("ENGINE_SNAPSHOT_SECONDS", default=30.0)
 ENGINE_SNAPSHOT_COMMANDS = env.int("ENGINE_SNAPSHOT_COMMANDS", default=50_000)
+# The matching worker rewinds itself when settlement of one of its markets has waited this long for an
+# event the worker emitted but settlement never received (lost by the broker); 0 turns that off.
+ENGINE_GAP_REWIND_SECONDS = env.float("ENGINE_GAP_REWIND_SECONDS", default=10.0)
 ENGINE_DEPTH_LEVELS = env.int("ENGINE_DEPTH_LEVELS", default=50)
 
 SETTLEMENT_BATCH_SIZE = env.int("SETTLEMENT_BATCH_SIZE", default=500)

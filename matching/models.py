@@ -166,6 +166,7 @@ class EngineSnapshot(models.Model):
     worker = models.CharField(max_length=64, help_text="Which partitions this worker owns.")
     offsets = models.JSONField(help_text="Next input offset per partition of the orders topic.")
     commands = models.BigIntegerField(default=0, help_text="Commands applied since the empty book.")
+    sequences = models.JSONField(default=dict, help_text="Each market's last event sequence number in it.")
     data = models.BinaryField()
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 

@@ -385,25 +385,54 @@ def engine_snapshot_rewound(*, worker: str, since: int) -> bool:
     return EngineSnapshot.objects.filter(worker=worker, pk__gt=since).exists()
 
 
+def _settled(sequences: dict[str, int], settled: dict[str, int]) -> bool:
+    return bool(sequences) and all(seq <= settled.get(market, 0) for market, seq in sequences.items())
+
+
 @transaction.atomic
 def engine_snapshot_save(
-    *, worker: str, offsets: dict[int, int], commands: int, data: bytes, since: int
+    *,
+    worker: str,
+    offsets: dict[int, int],
+    commands: int,
+    sequences: dict[str, int],
+    data: bytes,
+    since: int,
+    settled: dict[str, int],
 ) -> EngineSnapshot | None:
-    """Store the worker's books at its input position and drop all but the newest few.
+    """Store the worker's books at its input position, with each market's sequence in them.
+
+    Kept: the newest few, and the newest one that settlement has wholly applied (`settled`: each
+    market's last settled sequence), or else the oldest one there is. So however far settlement
+    lags, a snapshot from before its next event remains to rewind to (`engine_rewind`).
 
     `since` is the snapshot the worker last restored or wrote. When a newer one exists, an operator
-    has rewound the worker: nothing is written (it would undo the rewind) and None is returned, so
-    the worker restarts from the rewind instead.
+    or the worker's own gap check has rewound the worker: nothing is written (it would undo the
+    rewind) and None is returned, so the worker restarts from the rewind instead.
     """
     _snapshots_lock(worker)
     if engine_snapshot_rewound(worker=worker, since=since):
         return None
     saved = EngineSnapshot.objects.create(
-        worker=worker, offsets={str(p): o for p, o in offsets.items()}, commands=commands, data=data
+        worker=worker,
+        offsets={str(p): o for p, o in offsets.items()},
+        commands=commands,
+        sequences=sequences,
+        data=data,
     )
-    old = EngineSnapshot.objects.filter(worker=worker).order_by("-id").values_list("pk", flat=True)
-    EngineSnapshot.objects.filter(pk__in=list(old[SNAPSHOTS_KEPT:])).delete()
+    older = list(EngineSnapshot.objects.filter(worker=worker).order_by("-id").values_list("pk", "sequences"))
+    keep = {pk for pk, _ in older[:SNAPSHOTS_KEPT]}
+    anchor = next((pk for pk, seqs in older if _settled(seqs, settled)), older[-1][0])
+    EngineSnapshot.objects.filter(worker=worker).exclude(pk__in=keep | {anchor}).delete()
     return saved
+
+
+def _sequences(snapshot: EngineSnapshot) -> dict[str, int]:
+    """Each market's sequence in a snapshot (read from its books for rows stored without them)."""
+    if snapshot.sequences:
+        return snapshot.sequences
+    engine = Engine.restore(bytes(snapshot.data))
+    return {market: engine.market_state(market)[1] for market in engine.markets}
 
 
 def _worker_partitions(worker: str) -> list[int]:
@@ -441,20 +470,19 @@ def engine_rewind(
     owner = None
     for worker in workers:
         kept = list(EngineSnapshot.objects.filter(worker=worker).order_by("-id"))
-        candidates[worker] = [(snapshot, Engine.restore(bytes(snapshot.data))) for snapshot in kept]
-        if market in candidates[worker][0][1].markets:
+        candidates[worker] = [(snapshot, _sequences(snapshot)) for snapshot in kept]
+        if market in candidates[worker][0][1]:
             owner = worker
     if owner is None and len(workers) == 1:
         owner = workers[0]  # the market was added after the worker's latest snapshot
     if owner is None:
         raise NotFound("unknown_market", f"No matching worker's snapshot knows market {market}.")
 
-    chosen: tuple[EngineSnapshot | None, Engine] = (None, Engine())
-    for snapshot, engine in candidates[owner]:
-        if (engine.market_state(market)[1] if market in engine.markets else 0) < seq:
-            chosen = (snapshot, engine)
+    source, at = None, 0
+    for snapshot, sequences in candidates[owner]:
+        if sequences.get(market, 0) < seq:
+            source, at = snapshot, sequences.get(market, 0)
             break
-    source, engine = chosen
     partitions = _worker_partitions(owner)
     offsets = {p: 0 for p in partitions}
     if source is not None:
@@ -466,12 +494,12 @@ def engine_rewind(
             f"The orders topic no longer holds the input from offsets {offsets} on "
             f"(it starts at {missing}); the events cannot be re-emitted.",
         )
-    at = engine.market_state(market)[1] if market in engine.markets else 0
     rewound = EngineSnapshot.objects.create(
         worker=owner,
         offsets={str(p): o for p, o in offsets.items()},
         commands=source.commands if source is not None else 0,
-        data=bytes(source.data) if source is not None else engine.snapshot(),
+        sequences=source.sequences if source is not None else {},
+        data=bytes(source.data) if source is not None else Engine().snapshot(),
     )
     audit_record(
         actor=acting_user,

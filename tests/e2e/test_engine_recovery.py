@@ -110,7 +110,12 @@ def send_commands(exchange: Exchange, stream: list[Command]) -> None:
 def engine_only(tmp_path_factory) -> Iterator[Exchange]:
     exchange = Exchange(
         tmp_path_factory.mktemp("recovery"),
-        extra_env={"ENGINE_SNAPSHOT_SECONDS": "0.5", "ENGINE_SNAPSHOT_COMMANDS": "3000"},
+        # No settlement runs here, so nothing could tell the worker that an event went missing.
+        extra_env={
+            "ENGINE_SNAPSHOT_SECONDS": "0.5",
+            "ENGINE_SNAPSHOT_COMMANDS": "3000",
+            "ENGINE_GAP_REWIND_SECONDS": "0",
+        },
     )
     try:
         exchange.setup()

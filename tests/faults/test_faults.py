@@ -154,21 +154,38 @@ def _set_consumer_offsets(exchange: Exchange, topic: str, offsets: dict[int, int
         )
 
 
-def test_every_engine_event_delivered_twice_and_out_of_order_settles_once(exchange: Exchange) -> None:
-    topic = exchange.topic("engine-events")
-    traffic = Traffic(exchange, seed=5)
+def _traffic_while_settlement_is_down(exchange: Exchange, *, seed: int, count: int) -> tuple[Traffic, dict[int, int]]:
+    """Random traffic with the settlement consumer stopped, until the engine has answered all of it;
+    the traffic and the events topic's ends then."""
+    traffic = Traffic(exchange, seed=seed)
     traffic.fund()
     exchange.signal("settlement")
-    traffic.run(100)
+    traffic.run(count)
 
-    # Wait until the engine has answered everything it was sent.
     def stable() -> dict[int, int] | None:
         before = exchange.topic_ends("engine-events")
         time.sleep(2)
         after = exchange.topic_ends("engine-events")
         return after if after == before else None
 
-    ends = eventually(stable, timeout=60, what="the engine to go quiet")
+    return traffic, eventually(stable, timeout=60, what="the engine to go quiet")
+
+
+def test_engine_events_the_broker_lost_after_acknowledging_them_are_emitted_again(exchange: Exchange) -> None:
+    """What a single broker killed before its writes reach the disk does to engine events: they are
+    gone, and the matching worker has already snapshotted past them, so no restart brings them back."""
+    traffic, ends = _traffic_while_settlement_is_down(exchange, seed=9, count=40)
+    # Settlement resumes after everything the engine emitted meanwhile, as if the broker never had it.
+    _set_consumer_offsets(exchange, exchange.topic("engine-events"), ends)
+    exchange.start("settlement")
+    traffic.run(40)
+    assert_nothing_lost_or_doubled(exchange, traffic)
+    assert "engine_event_lost" in (exchange.workdir / "engine.log").read_text()
+
+
+def test_every_engine_event_delivered_twice_and_out_of_order_settles_once(exchange: Exchange) -> None:
+    topic = exchange.topic("engine-events")
+    traffic, ends = _traffic_while_settlement_is_down(exchange, seed=5, count=100)
     originals = exchange.read_topic("engine-events", ends)
     assert originals
 

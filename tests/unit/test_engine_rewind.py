@@ -1,13 +1,19 @@
 """Rewinding the matching worker: which snapshot is chosen, what is refused, and that a worker's own
 snapshot writes never undo a rewind."""
 
+import time
+from collections.abc import Callable
+
 import pytest
 
 from accounts.models import AuditLog
 from exchange.errors import Conflict, InvalidRequest, NotFound
+from exchange.kafka import client, topics
 from matching.engine import AddMarket, Engine, NewOrder
+from matching.management.commands.run_matching_engine import Worker
 from matching.models import EngineSnapshot
 from matching.services import SNAPSHOTS_KEPT, engine_rewind, engine_snapshot_rewound, engine_snapshot_save
+from settlement.models import ConsumerOffset, EngineEvent, SettlementCursor
 
 pytestmark = pytest.mark.django_db
 
@@ -42,7 +48,13 @@ def snapshots(btc_usdt) -> list[tuple[EngineSnapshot, int]]:
             engine.apply(order(batch * 10 + i + 1))
             offset += 1
         saved = engine_snapshot_save(
-            worker=WORKER, offsets={0: offset, 1: 0}, commands=offset, data=engine.snapshot(), since=since
+            worker=WORKER,
+            offsets={0: offset, 1: 0},
+            commands=offset,
+            sequences={"BTC_USDT": engine.market_state("BTC_USDT")[1]},
+            data=engine.snapshot(),
+            since=since,
+            settled={},
         )
         since = saved.pk
         taken.append((saved, engine.market_state("BTC_USDT")[1]))
@@ -101,15 +113,112 @@ def test_a_worker_does_not_overwrite_a_rewind_with_its_own_snapshot(snapshots):
     engine_rewind(market="BTC_USDT", seq=snapshots[2][1], earliest_offsets={})
     count = EngineSnapshot.objects.count()
 
-    assert engine_snapshot_save(worker=WORKER, offsets={0: 99}, commands=99, data=b"x", since=third.pk) is None
+    assert (
+        engine_snapshot_save(
+            worker=WORKER, offsets={0: 99}, commands=99, sequences={}, data=b"x", since=third.pk, settled={}
+        )
+        is None
+    )
     assert EngineSnapshot.objects.count() == count
 
 
-def test_only_the_newest_snapshots_are_kept(snapshots):
+def save(since: int, commands: int, sequences: dict[str, int], settled: dict[str, int]) -> int:
+    return engine_snapshot_save(
+        worker=WORKER,
+        offsets={0: commands},
+        commands=commands,
+        sequences=sequences,
+        data=Engine().snapshot(),
+        since=since,
+        settled=settled,
+    ).pk
+
+
+def kept() -> list[int]:
+    return list(EngineSnapshot.objects.filter(worker=WORKER).order_by("-id").values_list("commands", flat=True))
+
+
+def test_the_newest_snapshots_and_the_oldest_are_kept_while_nothing_is_settled(snapshots):
     since = snapshots[-1][0].pk
     for i in range(SNAPSHOTS_KEPT + 2):
-        since = engine_snapshot_save(
-            worker=WORKER, offsets={0: 100 + i}, commands=100 + i, data=Engine().snapshot(), since=since
-        ).pk
-    kept = list(EngineSnapshot.objects.filter(worker=WORKER).order_by("-id").values_list("commands", flat=True))
-    assert kept == [100 + i for i in reversed(range(SNAPSHOTS_KEPT + 2))][:SNAPSHOTS_KEPT]
+        since = save(since, 100 + i, {"BTC_USDT": 100 + i}, settled={})
+    newest = [100 + i for i in reversed(range(SNAPSHOTS_KEPT + 2))][:SNAPSHOTS_KEPT]
+    assert kept() == [*newest, snapshots[0][0].commands]
+
+
+def test_the_newest_wholly_settled_snapshot_is_kept_however_far_settlement_lags(snapshots):
+    since = snapshots[-1][0].pk
+    for i in range(10):
+        since = save(since, 100 + i, {"BTC_USDT": 100 + i, "ETH_USDT": 50}, settled={"BTC_USDT": 103, "ETH_USDT": 50})
+    assert kept() == [109, 108, 107, 103]
+    since = save(since, 110, {"BTC_USDT": 110, "ETH_USDT": 50}, settled={"BTC_USDT": 109, "ETH_USDT": 50})
+    assert kept() == [110, 109, 108]
+
+
+def test_a_rewind_uses_the_sequences_stored_with_the_snapshots(snapshots):
+    since = snapshots[-1][0].pk
+    for i in range(10):
+        since = save(since, 100 + i, {"BTC_USDT": 100 + i}, settled={"BTC_USDT": 102})
+    rewound, at = engine_rewind(market="BTC_USDT", seq=103, earliest_offsets={})
+    assert (at, rewound.commands, rewound.sequences) == (102, 102, {"BTC_USDT": 102})
+
+
+# --- the worker finding events the broker lost ----------------------------------------------------
+
+
+@pytest.fixture
+def worker(btc_usdt):
+    client.ensure_topics()
+    worker = Worker(partitions=[], snapshot_seconds=60, snapshot_commands=1000, gap_rewind_seconds=0.05)
+    worker.engine.apply(AddMarket(market="BTC_USDT", ts=0))
+    for order_id in range(1, 5):
+        worker.engine.apply(order(order_id))
+    worker.consumer = client.consumer()
+    SettlementCursor.objects.create(market="BTC_USDT", seq=2)
+    yield worker
+    worker.consumer.close()
+
+
+def consumer_at(ends: Callable[[int], int]) -> None:
+    """Store the settlement consumer's position on the events topic: `ends(end)` per partition."""
+    topic = topics.name(topics.ENGINE_EVENTS)
+    c = client.consumer()
+    try:
+        current = c.end_offsets(client.partitions_of(topics.ENGINE_EVENTS))
+    finally:
+        c.close()
+    for tp, end in current.items():
+        ConsumerOffset.objects.update_or_create(topic=topic, partition=tp.partition, defaults={"offset": ends(end)})
+
+
+def looked_twice(worker: Worker) -> tuple[str, int] | None:
+    assert worker.lost_event() is None  # the first look only starts the wait
+    time.sleep(0.1)
+    return worker.lost_event()
+
+
+def test_an_event_settlement_never_received_is_found_once(worker):
+    consumer_at(lambda end: end)
+    assert looked_twice(worker) == ("BTC_USDT", 3)
+    assert worker.lost_event() is None  # not asked for again at once
+
+
+def test_an_event_in_the_inbox_is_not_lost(worker):
+    consumer_at(lambda end: end)
+    EngineEvent.objects.create(market="BTC_USDT", seq=3, type="accepted", payload={}, hash="0" * 64)
+    assert looked_twice(worker) is None
+
+
+def test_nothing_is_lost_while_the_consumer_has_not_read_what_the_topic_held(worker):
+    client.send(topics.ENGINE_EVENTS, "BTC_USDT", b"{}", timeout=10)
+    consumer_at(lambda end: max(end - 1, 0))
+    assert looked_twice(worker) is None
+    consumer_at(lambda end: end)
+    time.sleep(0.1)
+    assert worker.lost_event() == ("BTC_USDT", 3)
+
+
+def test_a_market_settled_up_to_the_engine_is_not_watched(worker):
+    consumer_at(lambda end: end)
+    SettlementCursor.objects.filter(market="BTC_USDT").update(seq=worker.engine.market_state("BTC_USDT")[1])
+    assert looked_twice(worker) is None

@@ -17,17 +17,22 @@ from django.db import close_old_connections
 from kafka import TopicPartition
 
 from exchange.api import decimal_str
+from exchange.errors import ExchangeError
 from exchange.kafka import client, schemas, topics
 from exchange.worker import LoopWorker
 from matching.engine import Engine
 from matching.models import EngineSnapshot, Market
 from matching.selectors import ENGINE_STATE_KEY, depth_cache_key
-from matching.services import engine_snapshot_rewound, engine_snapshot_save
+from matching.services import engine_rewind, engine_snapshot_rewound, engine_snapshot_save
+from settlement.models import EngineEvent, SettlementCursor
+from settlement.services import consumer_offsets
 
 log = structlog.get_logger(__name__)
 
-# How often an idle worker looks for a rewind (`manage.py engine_rewind`).
+# How often the worker looks for a rewind (`manage.py engine_rewind`) and for lost events.
 _REWIND_CHECK_SECONDS = 1.0
+# A lost event is asked for again (by rewinding) at most this often.
+_ASK_AGAIN_SECONDS = 60.0
 
 
 class SendFailed(Exception):
@@ -37,8 +42,15 @@ class SendFailed(Exception):
 class Worker(LoopWorker):
     name = "engine"
 
-    def __init__(self, *, partitions: list[int], snapshot_seconds: float, snapshot_commands: int) -> None:
+    def __init__(
+        self, *, partitions: list[int], snapshot_seconds: float, snapshot_commands: int, gap_rewind_seconds: float
+    ) -> None:
         super().__init__()
+        self.gap_rewind_seconds = gap_rewind_seconds
+        # market -> (settled sequence, since when it has not moved, the events topic's ends then);
+        # (market, seq) -> when a lost event may be asked for again
+        self.stalled: dict[str, tuple[int, float, dict[int, int]]] = {}
+        self.asked: dict[tuple[str, int], float] = {}
         self.partitions = [tp.partition for tp in client.partitions_of(topics.ORDERS, partitions)]
         self.worker_id = "orders:" + ",".join(str(p) for p in self.partitions)
         self.snapshot_seconds = snapshot_seconds
@@ -74,8 +86,10 @@ class Worker(LoopWorker):
             worker=self.worker_id,
             offsets=self.offsets,
             commands=self.commands,
+            sequences={market: self.engine.market_state(market)[1] for market in self.engine.markets},
             data=self.engine.snapshot(),
             since=self.snapshot_id,
+            settled=self.settled(),
         )
         if saved is None:
             return False
@@ -84,6 +98,59 @@ class Worker(LoopWorker):
         self.snapshot_at = time.monotonic()
         log.info("engine_snapshot", snapshot=saved.pk, commands=self.commands, bytes=len(saved.data))
         return True
+
+    def settled(self) -> dict[str, int]:
+        """Each market's last sequence number that settlement has applied."""
+        return dict(SettlementCursor.objects.filter(market__in=self.engine.markets).values_list("market", "seq"))
+
+    def lost_event(self) -> tuple[str, int] | None:
+        """An event this worker emitted that never reached settlement: the broker lost it.
+
+        A market whose settled sequence is behind the engine's is watched: when it has not moved for
+        ENGINE_GAP_REWIND_SECONDS, the settlement consumer has read past everything the events topic
+        held when the wait began (so the event, emitted before that, would have been read), and
+        settlement's inbox still lacks the next event, that event was lost after the broker had
+        acknowledged it. A consumer that is down or behind never looks like that. The same event is
+        asked for again at most once a minute.
+        """
+        now = time.monotonic()
+        settled = self.settled()
+        events_topic = topics.name(topics.ENGINE_EVENTS)
+        ends: dict[int, int] | None = None
+        for market in self.engine.markets:
+            seq = settled.get(market, 0)
+            if seq >= self.engine.market_state(market)[1]:
+                self.stalled.pop(market, None)
+                continue
+            if market not in self.stalled or self.stalled[market][0] != seq:
+                if ends is None:
+                    partitions = client.partitions_of(topics.ENGINE_EVENTS)
+                    ends = {tp.partition: o for tp, o in self.consumer.end_offsets(partitions).items()}
+                self.stalled[market] = (seq, now, ends)
+                continue
+            _, since, ends_then = self.stalled[market]
+            waiting = (market, seq + 1)
+            if now - since < self.gap_rewind_seconds or self.asked.get(waiting, 0.0) > now:
+                continue
+            read = consumer_offsets(topic=events_topic)
+            if any(read.get(p, 0) < end for p, end in ends_then.items()):
+                continue  # the consumer is down or behind: the event may still be on its way
+            if EngineEvent.objects.filter(market=market, seq=seq + 1).exists():
+                continue  # settlement has it: whatever holds it up is not a lost event
+            self.asked[waiting] = now + _ASK_AGAIN_SECONDS
+            return waiting
+        return None
+
+    def rewind_for(self, market: str, seq: int) -> None:
+        """Go back to a snapshot from before `market`'s event `seq` and emit everything from there again."""
+        assigned = client.partitions_of(topics.ORDERS, self.partitions)
+        earliest = {tp.partition: offset for tp, offset in self.consumer.beginning_offsets(assigned).items()}
+        try:
+            engine_rewind(market=market, seq=seq, earliest_offsets=earliest)
+        except ExchangeError as exc:
+            log.error("engine_self_rewind_refused", market=market, seq=seq, error=str(exc))
+            return
+        self.rewind()
 
     def rewind(self) -> None:
         """Start again from the snapshot `engine_rewind` stored, as after a restart."""
@@ -203,6 +270,9 @@ class Worker(LoopWorker):
             self.rewind_checked_at = time.monotonic()
             if engine_snapshot_rewound(worker=self.worker_id, since=self.snapshot_id):
                 self.rewind()
+            elif self.gap_rewind_seconds and (lost := self.lost_event()):
+                log.warning("engine_event_lost", market=lost[0], seq=lost[1])
+                self.rewind_for(*lost)
 
     def on_failure(self) -> None:
         # Whatever was matched since the last snapshot is matched again, identically, from there.
@@ -233,11 +303,13 @@ class Command(BaseCommand):
         )
         parser.add_argument("--snapshot-seconds", type=float, default=settings.ENGINE_SNAPSHOT_SECONDS)
         parser.add_argument("--snapshot-commands", type=int, default=settings.ENGINE_SNAPSHOT_COMMANDS)
+        parser.add_argument("--gap-rewind-seconds", type=float, default=settings.ENGINE_GAP_REWIND_SECONDS)
 
     def handle(self, *args: object, **options: object) -> None:
         worker = Worker(
             partitions=options["partitions"],
             snapshot_seconds=options["snapshot_seconds"],
             snapshot_commands=options["snapshot_commands"],
+            gap_rewind_seconds=options["gap_rewind_seconds"],
         )
         worker.run()
