@@ -157,6 +157,8 @@ class Worker(LoopWorker):
         log.warning("engine_rewound", worker=self.worker_id, previous_snapshot=self.snapshot_id)
         self.restore()
         self.connect()
+        # The replay re-emits every market's events from the snapshot on: watch them all afresh.
+        self.stalled.clear()
 
     def snapshot_due(self) -> bool:
         if self.commands == self.commands_at_snapshot:
