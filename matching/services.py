@@ -431,8 +431,7 @@ def _sequences(snapshot: EngineSnapshot) -> dict[str, int]:
     """Each market's sequence in a snapshot (read from its books for rows stored without them)."""
     if snapshot.sequences:
         return snapshot.sequences
-    engine = Engine.restore(bytes(snapshot.data))
-    return {market: engine.market_state(market)[1] for market in engine.markets}
+    return Engine.restore(bytes(snapshot.data)).sequences()
 
 
 def _worker_partitions(worker: str) -> list[int]:
@@ -466,7 +465,7 @@ def engine_rewind(
     workers = list(EngineSnapshot.objects.values_list("worker", flat=True).distinct().order_by("worker"))
     for worker in workers:
         _snapshots_lock(worker)
-    candidates: dict[str, list[tuple[EngineSnapshot, Engine]]] = {}
+    candidates: dict[str, list[tuple[EngineSnapshot, dict[str, int]]]] = {}
     owner = None
     for worker in workers:
         kept = list(EngineSnapshot.objects.filter(worker=worker).order_by("-id"))
@@ -478,11 +477,11 @@ def engine_rewind(
     if owner is None:
         raise NotFound("unknown_market", f"No matching worker's snapshot knows market {market}.")
 
-    source, at = None, 0
-    for snapshot, sequences in candidates[owner]:
-        if sequences.get(market, 0) < seq:
-            source, at = snapshot, sequences.get(market, 0)
-            break
+    source, source_sequences = next(
+        ((snapshot, sequences) for snapshot, sequences in candidates[owner] if sequences.get(market, 0) < seq),
+        (None, {}),
+    )
+    at = source_sequences.get(market, 0)
     partitions = _worker_partitions(owner)
     offsets = {p: 0 for p in partitions}
     if source is not None:
@@ -498,7 +497,7 @@ def engine_rewind(
         worker=owner,
         offsets={str(p): o for p, o in offsets.items()},
         commands=source.commands if source is not None else 0,
-        sequences=source.sequences if source is not None else {},
+        sequences=source_sequences,
         data=bytes(source.data) if source is not None else Engine().snapshot(),
     )
     audit_record(

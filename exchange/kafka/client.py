@@ -94,6 +94,16 @@ def partitions_of(topic: str, only: Iterable[int] = ()) -> list[TopicPartition]:
     return [TopicPartition(topics.name(topic), p) for p in wanted]
 
 
+def first_offsets(consumer: KafkaConsumer, topic: str, only: Iterable[int] = ()) -> dict[int, int]:
+    """The first offset the broker still holds, per partition of `topic`."""
+    return {tp.partition: o for tp, o in consumer.beginning_offsets(partitions_of(topic, only)).items()}
+
+
+def end_offsets(consumer: KafkaConsumer, topic: str, only: Iterable[int] = ()) -> dict[int, int]:
+    """The offset the next message will get, per partition of `topic`."""
+    return {tp.partition: o for tp, o in consumer.end_offsets(partitions_of(topic, only)).items()}
+
+
 def admin() -> KafkaAdminClient:
     return KafkaAdminClient(
         bootstrap_servers=settings.KAFKA["BOOTSTRAP_SERVERS"],

@@ -177,6 +177,10 @@ class Engine:
         """Market names in the order they were added."""
         return tuple(self._books)
 
+    def sequences(self) -> dict[str, int]:
+        """Each market's last event sequence number."""
+        return {name: book.seq for name, book in self._books.items()}
+
     def market_state(self, market: str) -> tuple[str, int, str]:
         """(``"active"`` or ``"halted"``, last seq, last hash) of a market."""
         book = self._book(market)

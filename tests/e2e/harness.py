@@ -14,7 +14,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -168,6 +168,18 @@ class Exchange:
                 capture_output=True,
                 timeout=30,
             )
+
+    @classmethod
+    @contextlib.contextmanager
+    def engine_only(cls, workdir: Path, **env: str) -> Iterator[Exchange]:
+        """A set-up exchange whose tests run the matching worker alone. With no settlement running,
+        nothing could tell the worker that an event went missing, so it does not look."""
+        exchange = cls(workdir, extra_env={"ENGINE_GAP_REWIND_SECONDS": "0", **env})
+        try:
+            exchange.setup()
+            yield exchange
+        finally:
+            exchange.teardown()
 
     def logs(self) -> str:
         parts = []

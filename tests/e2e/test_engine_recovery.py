@@ -108,20 +108,10 @@ def send_commands(exchange: Exchange, stream: list[Command]) -> None:
 
 @pytest.fixture(scope="module")
 def engine_only(tmp_path_factory) -> Iterator[Exchange]:
-    exchange = Exchange(
-        tmp_path_factory.mktemp("recovery"),
-        # No settlement runs here, so nothing could tell the worker that an event went missing.
-        extra_env={
-            "ENGINE_SNAPSHOT_SECONDS": "0.5",
-            "ENGINE_SNAPSHOT_COMMANDS": "3000",
-            "ENGINE_GAP_REWIND_SECONDS": "0",
-        },
-    )
-    try:
-        exchange.setup()
+    with Exchange.engine_only(
+        tmp_path_factory.mktemp("recovery"), ENGINE_SNAPSHOT_SECONDS="0.5", ENGINE_SNAPSHOT_COMMANDS="3000"
+    ) as exchange:
         yield exchange
-    finally:
-        exchange.teardown()
 
 
 def test_a_worker_killed_at_random_points_ends_exactly_where_an_uninterrupted_one_does(engine_only: Exchange):

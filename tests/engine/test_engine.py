@@ -119,6 +119,7 @@ def test_each_market_has_its_own_gapless_chain() -> None:
     assert [(e.market, e.seq) for e in events] == [("A", 2), ("B", 2), ("A", 3)]
     assert engine.market_state("A")[1] == 3
     assert engine.market_state("B")[1] == 2
+    assert engine.sequences() == {"A": 3, "B": 2}
 
 
 # --- resting and matching ---------------------------------------------------------------------------

@@ -163,7 +163,7 @@ def uninterrupted_run(exchange: Exchange) -> tuple[set[tuple], dict[str, int]]:
                 trades.add(
                     (event.market, event.seq, event.maker_order_id, event.taker_order_id, event.price, event.quantity)
                 )
-    return trades, {m: engine.market_state(m)[1] for m in engine.markets}
+    return trades, engine.sequences()
 
 
 def settled_trades(exchange: Exchange) -> set[tuple]:

@@ -51,7 +51,7 @@ def snapshots(btc_usdt) -> list[tuple[EngineSnapshot, int]]:
             worker=WORKER,
             offsets={0: offset, 1: 0},
             commands=offset,
-            sequences={"BTC_USDT": engine.market_state("BTC_USDT")[1]},
+            sequences=engine.sequences(),
             data=engine.snapshot(),
             since=since,
             settled={},

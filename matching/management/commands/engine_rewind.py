@@ -21,14 +21,14 @@ class Command(BaseCommand):
     def handle(self, *args: object, **options: object) -> None:
         consumer = client.consumer()
         try:
-            earliest = consumer.beginning_offsets(client.partitions_of(topics.ORDERS))
+            earliest = client.first_offsets(consumer, topics.ORDERS)
         finally:
             consumer.close()
         try:
             snapshot, at = engine_rewind(
                 market=options["market"],
                 seq=options["seq"],
-                earliest_offsets={tp.partition: offset for tp, offset in earliest.items()},
+                earliest_offsets=earliest,
             )
         except ExchangeError as exc:
             raise CommandError(f"{exc.code}: {exc}") from exc

@@ -86,7 +86,7 @@ class Worker(LoopWorker):
             worker=self.worker_id,
             offsets=self.offsets,
             commands=self.commands,
-            sequences={market: self.engine.market_state(market)[1] for market in self.engine.markets},
+            sequences=self.engine.sequences(),
             data=self.engine.snapshot(),
             since=self.snapshot_id,
             settled=self.settled(),
@@ -117,15 +117,14 @@ class Worker(LoopWorker):
         settled = self.settled()
         events_topic = topics.name(topics.ENGINE_EVENTS)
         ends: dict[int, int] | None = None
-        for market in self.engine.markets:
+        for market, emitted in self.engine.sequences().items():
             seq = settled.get(market, 0)
-            if seq >= self.engine.market_state(market)[1]:
+            if seq >= emitted:
                 self.stalled.pop(market, None)
                 continue
             if market not in self.stalled or self.stalled[market][0] != seq:
                 if ends is None:
-                    partitions = client.partitions_of(topics.ENGINE_EVENTS)
-                    ends = {tp.partition: o for tp, o in self.consumer.end_offsets(partitions).items()}
+                    ends = client.end_offsets(self.consumer, topics.ENGINE_EVENTS)
                 self.stalled[market] = (seq, now, ends)
                 continue
             _, since, ends_then = self.stalled[market]
@@ -143,8 +142,7 @@ class Worker(LoopWorker):
 
     def rewind_for(self, market: str, seq: int) -> None:
         """Go back to a snapshot from before `market`'s event `seq` and emit everything from there again."""
-        assigned = client.partitions_of(topics.ORDERS, self.partitions)
-        earliest = {tp.partition: offset for tp, offset in self.consumer.beginning_offsets(assigned).items()}
+        earliest = client.first_offsets(self.consumer, topics.ORDERS, self.partitions)
         try:
             engine_rewind(market=market, seq=seq, earliest_offsets=earliest)
         except ExchangeError as exc:
@@ -244,7 +242,7 @@ class Worker(LoopWorker):
                 {
                     "worker": self.worker_id,
                     "commands": self.commands,
-                    "sequences": {m: self.engine.market_state(m)[1] for m in self.engine.markets},
+                    "sequences": self.engine.sequences(),
                 },
                 timeout=None,
             )
