@@ -26,11 +26,11 @@ class UserAdmin(DjangoUserAdmin):
 
 @admin.register(Asset)
 class AssetAdmin(AmountsMixin, admin.ModelAdmin):
-    list_display = ["symbol", "name", "decimals", "auto_credit_limit", "created_at"]
+    list_display = ["symbol", "name", "decimals", "deposit_review_threshold", "withdrawals_enabled", "created_at"]
     search_fields = ["symbol", "name"]
 
     # Changing an asset's precision under existing balances would reinterpret them.
-    fields = ["symbol", "name", "decimals", "auto_credit_limit", "created_at"]
+    fields = ["symbol", "name", "decimals", "deposit_review_threshold", "created_at"]
     readonly_fields = ["created_at"]
     change_readonly_fields = ["symbol", "decimals"]
 
@@ -73,11 +73,11 @@ class LedgerLineAdmin(ReadOnlyAdmin):
 
 @admin.register(Deposit)
 class DepositAdmin(ReadOnlyAdmin):
-    list_display = ["id", "user", "asset", "amount", "tx_id", "status", "created_at", "credited_at", "reviewed_by"]
+    list_display = ["id", "user", "asset", "amount", "tx_id", "status", "created_at", "credited_at", "decided_by"]
     list_filter = ["status", "asset", "created_at"]
     search_fields = ["user__username", "tx_id", "=id"]
-    list_select_related = ["user", "asset", "reviewed_by"]
-    raw_id_fields = ["user", "reviewed_by"]
+    list_select_related = ["user", "asset", "decided_by"]
+    raw_id_fields = ["user", "decided_by"]
     date_hierarchy = "created_at"
     actions = ["approve", "reject"]
 
@@ -104,11 +104,11 @@ class DepositAdmin(ReadOnlyAdmin):
 
 @admin.register(Withdrawal)
 class WithdrawalAdmin(ReadOnlyAdmin):
-    list_display = ["id", "user", "asset", "amount", "address", "status", "created_at", "reviewed_at", "reviewed_by"]
+    list_display = ["id", "user", "asset", "amount", "address", "status", "created_at", "approved_by"]
     list_filter = ["status", "asset", "created_at"]
     search_fields = ["user__username", "address", "=id"]
-    list_select_related = ["user", "asset", "reviewed_by"]
-    raw_id_fields = ["user", "reviewed_by"]
+    list_select_related = ["user", "asset", "approved_by"]
+    raw_id_fields = ["user", "approved_by"]
     date_hierarchy = "created_at"
     actions = ["approve", "reject"]
 

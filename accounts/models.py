@@ -12,7 +12,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 
 AMOUNT_DIGITS = 38
 AMOUNT_PLACES = 18
@@ -25,19 +25,54 @@ def AmountField(**kwargs) -> models.DecimalField:  # noqa: N802 - reads like a f
 
 
 class User(AbstractUser):
+    # Caches of the user's active `UserRestriction` rows, written only by the restriction services in
+    # the same transaction, so that placing an order or a withdrawal needs no extra query to check them.
+    trading_restricted = models.BooleanField(default=False, editable=False)
+    withdrawals_restricted = models.BooleanField(default=False, editable=False)
+
     class Meta:
         db_table = "accounts_user"
+        permissions = [
+            ("restrict_user", "Can restrict or lift a user's trading and withdrawals"),
+            ("manage_staff", "Can change staff flags, groups, permissions and other users' passwords"),
+        ]
+
+
+DEFAULT_ADDRESS_REGEX = r"^[A-Za-z0-9]{8,128}$"
 
 
 class Asset(models.Model):
     symbol = models.CharField(max_length=16, primary_key=True)
     name = models.CharField(max_length=64, blank=True)
     decimals = models.PositiveSmallIntegerField(default=8, help_text="Smallest unit is 10^-decimals.")
-    auto_credit_limit = AmountField(
+
+    # Deposits: custody credits them once it has seen enough confirmations; big ones wait for a person.
+    deposit_confirmations = models.PositiveSmallIntegerField(
+        default=1, help_text="Confirmations custody must report before a deposit counts."
+    )
+    deposit_review_threshold = AmountField(
+        default=Decimal(0),
+        help_text="A confirmed deposit above this amount is held until a finance operator releases it "
+        "(0: every deposit is held).",
+    )
+
+    # Withdrawals: off until someone decides the rules for the asset.
+    withdrawals_enabled = models.BooleanField(default=False)
+    withdrawal_min = AmountField(default=Decimal(0), help_text="Smallest amount a user may withdraw.")
+    withdrawal_fee = AmountField(default=Decimal(0), help_text="Charged on top of the amount, to the fee account.")
+    withdrawal_daily_limit = AmountField(
         null=True,
         blank=True,
-        help_text="Deposits up to this amount are credited automatically; larger ones wait for an "
-        "operator. Empty: every deposit is credited automatically.",
+        help_text="Most a user may withdraw in any 24 hours, fees excluded. Empty: no limit.",
+    )
+    withdrawal_four_eyes_threshold = AmountField(
+        default=Decimal(0),
+        help_text="Withdrawals above this amount need a second approval by another person (0: all of them).",
+    )
+    address_regex = models.CharField(
+        max_length=200,
+        default=DEFAULT_ADDRESS_REGEX,
+        help_text="Withdrawal addresses must match this regular expression (whole address).",
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -45,6 +80,15 @@ class Asset(models.Model):
         ordering = ["symbol"]
         constraints = [
             models.CheckConstraint(condition=Q(decimals__lte=AMOUNT_PLACES), name="asset_decimals_fit"),
+            models.CheckConstraint(condition=Q(deposit_confirmations__gte=1), name="asset_confirmations_positive"),
+            models.CheckConstraint(
+                condition=Q(deposit_review_threshold__gte=0)
+                & Q(withdrawal_min__gte=0)
+                & Q(withdrawal_fee__gte=0)
+                & Q(withdrawal_four_eyes_threshold__gte=0)
+                & (Q(withdrawal_daily_limit__isnull=True) | Q(withdrawal_daily_limit__gte=0)),
+                name="asset_limits_not_negative",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -62,12 +106,13 @@ class Account(models.Model):
         FEES = "fees", "fees (system)"
         DEPOSITS = "deposits", "external deposits (system)"
         WITHDRAWALS = "withdrawals", "external withdrawals (system)"
+        ADJUSTMENTS = "adjustments", "balance adjustments (system)"
 
     USER_KINDS = (Kind.AVAILABLE, Kind.LOCKED)
-    SYSTEM_KINDS = (Kind.FEES, Kind.DEPOSITS, Kind.WITHDRAWALS)
-    # The external deposit account is the mirror of every credited deposit, so it is the one
-    # account whose balance is negative by design.
-    MAY_BE_NEGATIVE = (Kind.DEPOSITS,)
+    SYSTEM_KINDS = (Kind.FEES, Kind.DEPOSITS, Kind.WITHDRAWALS, Kind.ADJUSTMENTS)
+    # The external deposit account mirrors every credited deposit and the adjustments account every
+    # approved correction, so they are the accounts whose balance is negative by design.
+    MAY_BE_NEGATIVE = (Kind.DEPOSITS, Kind.ADJUSTMENTS)
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="accounts"
@@ -86,11 +131,12 @@ class Account(models.Model):
                 fields=["asset", "kind"], condition=Q(user__isnull=True), name="account_unique_system"
             ),
             models.CheckConstraint(
-                condition=Q(balance__gte=0) | Q(kind="deposits"), name="account_balance_not_negative"
+                condition=Q(balance__gte=0) | Q(kind__in=["deposits", "adjustments"]),
+                name="account_balance_not_negative",
             ),
             models.CheckConstraint(
                 condition=(Q(user__isnull=False) & Q(kind__in=["available", "locked"]))
-                | (Q(user__isnull=True) & Q(kind__in=["fees", "deposits", "withdrawals"])),
+                | (Q(user__isnull=True) & Q(kind__in=["fees", "deposits", "withdrawals", "adjustments"])),
                 name="account_kind_matches_owner",
             ),
         ]
@@ -111,6 +157,7 @@ class LedgerEntry(models.Model):
         ORDER_LOCK = "order_lock"
         ORDER_RELEASE = "order_release"
         TRADE = "trade"
+        ADJUSTMENT = "adjustment"
 
     kind = models.CharField(max_length=24, choices=Kind.choices)
     reference = models.CharField(max_length=64, db_index=True)
@@ -133,38 +180,103 @@ class LedgerLine(models.Model):
     class Meta:
         indexes = [models.Index(fields=["account", "entry"]), models.Index(fields=["asset"])]
         constraints = [models.CheckConstraint(condition=~Q(amount=0), name="ledger_line_not_zero")]
+        permissions = [("export_ledgerline", "Can export ledger lines")]
 
     def __str__(self) -> str:
         return f"{self.account} {self.amount:+}"
 
 
+class DepositAddress(models.Model):
+    """Where a user sends an asset: issued once by the custody adapter, then always the same."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="deposit_addresses")
+    asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="deposit_addresses")
+    address = models.CharField(max_length=128)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name_plural = "deposit addresses"
+        constraints = [
+            models.UniqueConstraint(fields=["user", "asset"], name="deposit_address_one_per_user"),
+            models.UniqueConstraint(fields=["asset", "address"], name="deposit_address_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.asset_id} {self.address}"
+
+
 class Deposit(models.Model):
+    """Money arriving from outside. Only custody's signed word moves it past `declared`."""
+
     class Status(models.TextChoices):
-        PENDING = "pending"
-        AWAITING_APPROVAL = "awaiting_approval"
+        DECLARED = "declared", "declared by the user (nothing credited)"
+        CONFIRMING = "confirming", "seen by custody, not yet confirmed"
+        HELD = "held", "confirmed, held for a finance operator"
         CREDITED = "credited"
+        UNMATCHED = "unmatched", "sent to an address nobody owns"
         REJECTED = "rejected"
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="deposits")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="deposits",
+        help_text="Empty while custody's deposit matches no user's address.",
+    )
     asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="deposits")
-    amount = AmountField()
-    tx_id = models.CharField(max_length=128, null=True, blank=True)
-    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
+    amount = AmountField(help_text="Custody's amount once it has reported the transfer, else the declared one.")
+    declared_amount = AmountField(null=True, blank=True, help_text="What the user said they sent.")
+    tx_id = models.CharField(max_length=128, null=True, blank=True, help_text="The chain transaction, from custody.")
+    declared_tx_id = models.CharField(max_length=128, null=True, blank=True, help_text="The user's own words.")
+    address = models.CharField(max_length=128, blank=True)
+    confirmations = models.PositiveIntegerField(default=0)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.DECLARED)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    confirmed_at = models.DateTimeField(null=True, blank=True)
     credited_at = models.DateTimeField(null=True, blank=True)
-    reviewed_by = models.ForeignKey(
+    assigned_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
-    note = models.CharField(max_length=255, blank=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="The operator who released or rejected it.",
+    )
+    reason = models.CharField(max_length=255, blank=True)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(
                 fields=["asset", "tx_id"], condition=Q(tx_id__isnull=False), name="deposit_unique_tx"
             ),
+            models.UniqueConstraint(
+                fields=["user", "asset", "declared_tx_id"],
+                condition=Q(declared_tx_id__isnull=False),
+                name="deposit_unique_declared_tx",
+            ),
             models.CheckConstraint(condition=Q(amount__gt=0), name="deposit_amount_positive"),
+            models.CheckConstraint(
+                condition=Q(user__isnull=False) | Q(status__in=["unmatched", "rejected"]),
+                name="deposit_owner_known",
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=["declared", "rejected"]) | Q(tx_id__isnull=False),
+                name="deposit_reported_has_tx",
+            ),
+            models.CheckConstraint(
+                condition=Q(decided_by__isnull=True) | Q(assigned_by__isnull=True) | ~Q(decided_by=F("assigned_by")),
+                name="deposit_assign_and_release_differ",
+            ),
         ]
-        indexes = [models.Index(fields=["status", "created_at"])]
+        indexes = [models.Index(fields=["status", "created_at"]), models.Index(fields=["user", "-id"])]
+        permissions = [
+            ("release_deposit", "Can release, reject and assign held or unmatched deposits"),
+            ("export_deposit", "Can export deposits"),
+        ]
 
     def __str__(self) -> str:
         return f"deposit {self.pk} {self.amount} {self.asset_id} ({self.status})"
@@ -172,28 +284,180 @@ class Deposit(models.Model):
 
 class Withdrawal(models.Model):
     class Status(models.TextChoices):
-        PENDING = "pending"
+        REQUESTED = "requested"
         APPROVED = "approved"
+        SECOND_APPROVED = "second_approved", "second approval given"
+        SENT = "sent", "sent (handed to custody)"
+        COMPLETED = "completed"
+        FAILED = "failed"
         REJECTED = "rejected"
+
+    # Statuses in which the amount and fee stay locked in the user's account.
+    OPEN_STATUSES = (Status.REQUESTED, Status.APPROVED, Status.SECOND_APPROVED, Status.SENT)
+    # An operator may reject until custody has the withdrawal.
+    REJECTABLE_STATUSES = (Status.REQUESTED, Status.APPROVED, Status.SECOND_APPROVED)
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="withdrawals")
     asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="withdrawals")
-    amount = AmountField()
+    amount = AmountField(help_text="What reaches the address.")
+    fee = AmountField(default=Decimal(0), help_text="Charged on top of the amount.")
     address = models.CharField(max_length=128)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.REQUESTED)
+    needs_second_approval = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
-    reviewed_at = models.DateTimeField(null=True, blank=True)
-    reviewed_by = models.ForeignKey(
+    approved_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
-    note = models.CharField(max_length=255, blank=True)
+    approved_at = models.DateTimeField(null=True, blank=True)
+    second_approved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    second_approved_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    tx_id = models.CharField(max_length=128, null=True, blank=True, help_text="The chain transaction, from custody.")
+    rejected_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    reason = models.CharField(max_length=255, blank=True, help_text="Why it was rejected or failed.")
+    updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        constraints = [models.CheckConstraint(condition=Q(amount__gt=0), name="withdrawal_amount_positive")]
-        indexes = [models.Index(fields=["status", "created_at"])]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0) & Q(fee__gte=0), name="withdrawal_amounts_valid"),
+            # Nobody approves their own withdrawal, and the two approvals come from two people.
+            models.CheckConstraint(
+                condition=Q(approved_by__isnull=True) | ~Q(approved_by=F("user")), name="withdrawal_not_self_approved"
+            ),
+            models.CheckConstraint(
+                condition=Q(second_approved_by__isnull=True)
+                | (~Q(second_approved_by=F("user")) & ~Q(second_approved_by=F("approved_by"))),
+                name="withdrawal_second_approver_differs",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["status", "created_at"]),
+            models.Index(fields=["user", "asset", "created_at"]),
+        ]
+        permissions = [
+            ("approve_withdrawal", "Can approve and reject withdrawals"),
+            ("export_withdrawal", "Can export withdrawals"),
+        ]
 
     def __str__(self) -> str:
         return f"withdrawal {self.pk} {self.amount} {self.asset_id} ({self.status})"
+
+    @property
+    def total(self) -> Decimal:
+        """What the user's account pays: the amount and the fee."""
+        return self.amount + self.fee
+
+
+class BalanceAdjustment(models.Model):
+    """A manual correction of a user's available balance: proposed by one operator, applied only when
+    another approves it, as ledger lines against the adjustments system account."""
+
+    class Category(models.TextChoices):
+        CORRECTION = "correction", "correction of an error"
+        COMPENSATION = "compensation"
+        FEE_REFUND = "fee_refund", "fee refund"
+        CHARGEBACK = "chargeback"
+        OTHER = "other"
+
+    class Status(models.TextChoices):
+        PROPOSED = "proposed"
+        APPROVED = "approved", "approved and applied"
+        REJECTED = "rejected"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="adjustments")
+    asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="+")
+    amount = AmountField(help_text="Added to the user's available balance; negative takes away.")
+    category = models.CharField(max_length=16, choices=Category.choices)
+    reason = models.TextField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PROPOSED)
+    proposed_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    proposed_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decision_note = models.CharField(max_length=255, blank=True)
+    ledger_entry = models.OneToOneField(
+        LedgerEntry, null=True, blank=True, on_delete=models.PROTECT, related_name="adjustment"
+    )
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=~Q(amount=0), name="adjustment_not_zero"),
+            models.CheckConstraint(condition=~Q(reason=""), name="adjustment_has_reason"),
+            models.CheckConstraint(condition=~Q(proposed_by=F("user")), name="adjustment_not_own_proposed"),
+            models.CheckConstraint(
+                condition=Q(decided_by__isnull=True) | (~Q(decided_by=F("proposed_by")) & ~Q(decided_by=F("user"))),
+                name="adjustment_checker_differs",
+            ),
+            models.CheckConstraint(
+                condition=Q(status="approved", ledger_entry__isnull=False)
+                | (~Q(status="approved") & Q(ledger_entry__isnull=True)),
+                name="adjustment_applied_iff_approved",
+            ),
+        ]
+        indexes = [models.Index(fields=["status", "proposed_at"])]
+        permissions = [
+            ("propose_adjustment", "Can propose balance adjustments"),
+            ("approve_adjustment", "Can approve and reject balance adjustments"),
+        ]
+
+    def __str__(self) -> str:
+        return f"adjustment {self.pk} {self.amount:+} {self.asset_id} ({self.status})"
+
+
+class UserRestriction(models.Model):
+    """A stop on one user's trading or withdrawals, with why, who and when; lifted, it stays as history."""
+
+    class Kind(models.TextChoices):
+        TRADING = "trading"
+        WITHDRAWALS = "withdrawals"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="restrictions")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    reason = models.TextField()
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    lifted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    lifted_at = models.DateTimeField(null=True, blank=True)
+    lift_reason = models.TextField(blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "kind"], condition=Q(lifted_at__isnull=True), name="restriction_one_active"
+            ),
+            models.CheckConstraint(condition=~Q(reason=""), name="restriction_has_reason"),
+        ]
+
+    def __str__(self) -> str:
+        state = "lifted" if self.lifted_at else "active"
+        return f"{self.kind} restriction on {self.user_id} ({state})"
+
+
+class IdempotencyKey(models.Model):
+    """The first answer to a request sent with an `Idempotency-Key` header, to give again on a repeat."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    scope = models.CharField(max_length=32, help_text="Which endpoint the key belongs to.")
+    key = models.CharField(max_length=255)
+    request_hash = models.CharField(max_length=64)
+    response_status = models.PositiveSmallIntegerField()
+    response_body = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "scope", "key"], name="idempotency_key_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.scope} {self.key}"
 
 
 class AuditLog(models.Model):
@@ -210,6 +474,7 @@ class AuditLog(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        permissions = [("export_auditlog", "Can export audit rows")]
 
     def __str__(self) -> str:
         return f"{self.action} {self.target}"

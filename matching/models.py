@@ -33,6 +33,7 @@ class Market(models.Model):
             ),
             models.CheckConstraint(condition=~Q(base=models.F("quote")), name="market_assets_differ"),
         ]
+        permissions = [("halt_market", "Can halt and resume markets and cancel all orders in one")]
 
     def __str__(self) -> str:
         return self.symbol
@@ -123,6 +124,7 @@ class Order(models.Model):
             ),
         ]
         indexes = [models.Index(fields=["user", "status"]), models.Index(fields=["market", "status"])]
+        permissions = [("cancel_order", "Can cancel users' orders through the engine")]
 
     def __str__(self) -> str:
         return f"order {self.pk} {self.side} {self.market_id} ({self.status})"

@@ -99,6 +99,7 @@ class Trade(models.Model):
             models.Index(fields=["buyer", "-id"]),
             models.Index(fields=["seller", "-id"]),
         ]
+        permissions = [("export_trade", "Can export trades")]
 
     def __str__(self) -> str:
         return f"trade {self.market_id}#{self.seq} {self.quantity}@{self.price}"
@@ -126,6 +127,7 @@ class Alert(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        permissions = [("resolve_alert", "Can mark alerts resolved")]
 
     def __str__(self) -> str:
         return f"{self.kind} {self.market}"
