@@ -1,11 +1,50 @@
+import re
+from decimal import Decimal
+
+from django import forms
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import path
 
-from accounts.models import Account, Asset, AuditLog, Deposit, LedgerEntry, LedgerLine, User, Withdrawal
-from accounts.services import deposit_approve, deposit_reject, withdrawal_approve, withdrawal_reject
-from exchange.admin_tools import AmountsMixin, ReadOnlyAdmin, ReadOnlyInline, run_service_action
+from accounts.models import (
+    Account,
+    Asset,
+    AuditLog,
+    BalanceAdjustment,
+    Deposit,
+    DepositAddress,
+    LedgerEntry,
+    LedgerLine,
+    User,
+    UserRestriction,
+    Withdrawal,
+)
+from accounts.services import (
+    adjustment_approve,
+    adjustment_propose,
+    adjustment_reject,
+    deposit_assign,
+    deposit_reject,
+    deposit_release,
+    user_restrict,
+    user_unrestrict,
+    withdrawal_approve,
+    withdrawal_reject,
+)
+from exchange.admin_tools import (
+    AmountFormField,
+    AmountsMixin,
+    ReadOnlyAdmin,
+    ReadOnlyInline,
+    ReasonForm,
+    confirm_action,
+    form_page,
+    run_service_action,
+)
 
 
 class AccountInline(ReadOnlyInline):
@@ -15,23 +54,115 @@ class AccountInline(ReadOnlyInline):
     ordering = ["asset", "kind"]
 
 
+class RestrictionForm(ReasonForm):
+    kind = forms.ChoiceField(choices=UserRestriction.Kind.choices, widget=forms.RadioSelect)
+    field_order = ["kind", "reason"]
+
+
+class UserRestrictionActions:
+    """Restricting a user's trading or withdrawals, and lifting it, from the users list."""
+
+    @admin.action(description="Restrict trading or withdrawals of the selected users", permissions=["restrict_user"])
+    def restrict(self, request: HttpRequest, queryset: QuerySet[User]) -> TemplateResponse | None:
+        return confirm_action(
+            self,
+            request,
+            queryset,
+            title="Restrict the selected users",
+            form_class=RestrictionForm,
+            service=lambda user, data: user_restrict(
+                user=user, kind=data["kind"], reason=data["reason"], acting_user=request.user
+            ),
+            done="users restricted",
+        )
+
+    @admin.action(description="Lift a restriction of the selected users", permissions=["restrict_user"])
+    def unrestrict(self, request: HttpRequest, queryset: QuerySet[User]) -> TemplateResponse | None:
+        return confirm_action(
+            self,
+            request,
+            queryset,
+            title="Lift the restriction of the selected users",
+            form_class=RestrictionForm,
+            service=lambda user, data: user_unrestrict(
+                user=user, kind=data["kind"], reason=data["reason"], acting_user=request.user
+            ),
+            done="restrictions lifted",
+        )
+
+    def has_restrict_user_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("accounts.restrict_user")
+
+
 @admin.register(User)
-class UserAdmin(DjangoUserAdmin):
-    list_display = ["username", "email", "is_staff", "is_active", "date_joined", "last_login"]
-    list_filter = ["is_staff", "is_superuser", "is_active"]
+class UserAdmin(UserRestrictionActions, DjangoUserAdmin):
+    list_display = [
+        "username",
+        "email",
+        "is_staff",
+        "is_active",
+        "trading_restricted",
+        "withdrawals_restricted",
+        "date_joined",
+        "last_login",
+    ]
+    list_filter = ["is_staff", "is_superuser", "is_active", "trading_restricted", "withdrawals_restricted", "groups"]
     search_fields = ["username", "email", "=id"]
     inlines = [AccountInline]
     show_full_result_count = False
+    actions = ["restrict", "unrestrict"]
+    readonly_fields = ["trading_restricted", "withdrawals_restricted"]
+
+
+class AssetForm(forms.ModelForm):
+    class Meta:
+        model = Asset
+        fields = ["address_regex"]  # the admin's fieldsets decide the rest
+
+    def clean_address_regex(self) -> str:
+        pattern = self.cleaned_data["address_regex"]
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise forms.ValidationError(f"Not a regular expression: {exc}") from exc
+        return pattern
 
 
 @admin.register(Asset)
 class AssetAdmin(AmountsMixin, admin.ModelAdmin):
-    list_display = ["symbol", "name", "decimals", "deposit_review_threshold", "withdrawals_enabled", "created_at"]
+    form = AssetForm
+    list_display = [
+        "symbol",
+        "name",
+        "decimals",
+        "deposit_confirmations",
+        "deposit_review_threshold",
+        "withdrawals_enabled",
+        "withdrawal_min",
+        "withdrawal_fee",
+        "withdrawal_daily_limit",
+        "withdrawal_four_eyes_threshold",
+    ]
     search_fields = ["symbol", "name"]
-
-    # Changing an asset's precision under existing balances would reinterpret them.
-    fields = ["symbol", "name", "decimals", "deposit_review_threshold", "created_at"]
+    fieldsets = [
+        (None, {"fields": ["symbol", "name", "decimals", "created_at"]}),
+        ("Deposits", {"fields": ["deposit_confirmations", "deposit_review_threshold"]}),
+        (
+            "Withdrawals",
+            {
+                "fields": [
+                    "withdrawals_enabled",
+                    "withdrawal_min",
+                    "withdrawal_fee",
+                    "withdrawal_daily_limit",
+                    "withdrawal_four_eyes_threshold",
+                    "address_regex",
+                ]
+            },
+        ),
+    ]
     readonly_fields = ["created_at"]
+    # Changing an asset's precision under existing balances would reinterpret them.
     change_readonly_fields = ["symbol", "decimals"]
 
     def has_delete_permission(self, request: HttpRequest, obj: Asset | None = None) -> bool:
@@ -71,48 +202,110 @@ class LedgerLineAdmin(ReadOnlyAdmin):
     raw_id_fields = ["entry", "account"]
 
 
+@admin.register(DepositAddress)
+class DepositAddressAdmin(ReadOnlyAdmin):
+    list_display = ["address", "asset", "user", "created_at"]
+    list_filter = ["asset"]
+    search_fields = ["=address", "user__username"]
+    list_select_related = ["user", "asset"]
+
+
+class AssignForm(ReasonForm):
+    username = forms.CharField(max_length=150, help_text="The user the deposit belongs to.")
+    field_order = ["username", "reason"]
+
+    def clean_username(self) -> User:
+        user = User.objects.filter(username=self.cleaned_data["username"]).first()
+        if user is None:
+            raise forms.ValidationError("No such user.")
+        return user
+
+
 @admin.register(Deposit)
 class DepositAdmin(ReadOnlyAdmin):
-    list_display = ["id", "user", "asset", "amount", "tx_id", "status", "created_at", "credited_at", "decided_by"]
+    list_display = [
+        "id",
+        "user",
+        "asset",
+        "amount",
+        "status",
+        "confirmations",
+        "tx_id",
+        "address",
+        "created_at",
+        "credited_at",
+        "assigned_by",
+        "decided_by",
+    ]
     list_filter = ["status", "asset", "created_at"]
-    search_fields = ["user__username", "tx_id", "=id"]
-    list_select_related = ["user", "asset", "decided_by"]
-    raw_id_fields = ["user", "decided_by"]
+    search_fields = ["user__username", "=tx_id", "=declared_tx_id", "=address", "=id"]
+    list_select_related = ["user", "asset", "assigned_by", "decided_by"]
+    raw_id_fields = ["user", "assigned_by", "decided_by"]
     date_hierarchy = "created_at"
-    actions = ["approve", "reject"]
+    actions = ["release", "reject", "assign"]
 
-    @admin.action(description="Approve and credit the selected deposits", permissions=["approve"])
-    def approve(self, request: HttpRequest, queryset: QuerySet[Deposit]) -> None:
+    @admin.action(description="Release and credit the selected held deposits", permissions=["release_deposit"])
+    def release(self, request: HttpRequest, queryset: QuerySet[Deposit]) -> None:
         run_service_action(
             self,
             request,
             queryset,
-            lambda d: deposit_approve(deposit_id=d.pk, acting_user=request.user),
-            "deposits credited",
+            lambda d: deposit_release(deposit_id=d.pk, acting_user=request.user),
+            "deposits released and credited",
         )
 
-    @admin.action(description="Reject the selected deposits", permissions=["approve"])
-    def reject(self, request: HttpRequest, queryset: QuerySet[Deposit]) -> None:
-        run_service_action(
+    @admin.action(description="Reject the selected deposits", permissions=["release_deposit"])
+    def reject(self, request: HttpRequest, queryset: QuerySet[Deposit]) -> TemplateResponse | None:
+        return confirm_action(
             self,
             request,
             queryset,
-            lambda d: deposit_reject(deposit_id=d.pk, acting_user=request.user),
-            "deposits rejected",
+            title="Reject the selected deposits",
+            service=lambda d, data: deposit_reject(deposit_id=d.pk, reason=data["reason"], acting_user=request.user),
+            done="deposits rejected",
+        )
+
+    @admin.action(description="Assign the selected unmatched deposits to a user", permissions=["release_deposit"])
+    def assign(self, request: HttpRequest, queryset: QuerySet[Deposit]) -> TemplateResponse | None:
+        return confirm_action(
+            self,
+            request,
+            queryset,
+            title="Assign the selected unmatched deposits",
+            form_class=AssignForm,
+            service=lambda d, data: deposit_assign(
+                deposit_id=d.pk, user=data["username"], reason=data["reason"], acting_user=request.user
+            ),
+            done="deposits assigned (held until another operator releases them)",
         )
 
 
 @admin.register(Withdrawal)
 class WithdrawalAdmin(ReadOnlyAdmin):
-    list_display = ["id", "user", "asset", "amount", "address", "status", "created_at", "approved_by"]
-    list_filter = ["status", "asset", "created_at"]
-    search_fields = ["user__username", "address", "=id"]
-    list_select_related = ["user", "asset", "approved_by"]
-    raw_id_fields = ["user", "approved_by"]
+    list_display = [
+        "id",
+        "user",
+        "asset",
+        "amount",
+        "fee",
+        "address",
+        "status",
+        "needs_second_approval",
+        "approved_by",
+        "second_approved_by",
+        "tx_id",
+        "created_at",
+    ]
+    list_filter = ["status", "needs_second_approval", "asset", "created_at"]
+    search_fields = ["user__username", "=address", "=tx_id", "=id"]
+    list_select_related = ["user", "asset", "approved_by", "second_approved_by"]
+    raw_id_fields = ["user", "approved_by", "second_approved_by", "rejected_by"]
     date_hierarchy = "created_at"
     actions = ["approve", "reject"]
 
-    @admin.action(description="Approve the selected withdrawals (funds leave)", permissions=["approve"])
+    @admin.action(
+        description="Approve the selected withdrawals (first or second approval)", permissions=["approve_withdrawal"]
+    )
     def approve(self, request: HttpRequest, queryset: QuerySet[Withdrawal]) -> None:
         run_service_action(
             self,
@@ -122,15 +315,139 @@ class WithdrawalAdmin(ReadOnlyAdmin):
             "withdrawals approved",
         )
 
-    @admin.action(description="Reject the selected withdrawals (funds return)", permissions=["approve"])
-    def reject(self, request: HttpRequest, queryset: QuerySet[Withdrawal]) -> None:
-        run_service_action(
+    @admin.action(description="Reject the selected withdrawals (funds return)", permissions=["approve_withdrawal"])
+    def reject(self, request: HttpRequest, queryset: QuerySet[Withdrawal]) -> TemplateResponse | None:
+        return confirm_action(
             self,
             request,
             queryset,
-            lambda w: withdrawal_reject(withdrawal_id=w.pk, acting_user=request.user),
-            "withdrawals rejected",
+            title="Reject the selected withdrawals",
+            service=lambda w, data: withdrawal_reject(
+                withdrawal_id=w.pk, reason=data["reason"], acting_user=request.user
+            ),
+            done="withdrawals rejected",
         )
+
+
+class ProposeAdjustmentForm(forms.Form):
+    username = forms.CharField(max_length=150, help_text="Whose available balance changes.")
+    asset = forms.ModelChoiceField(queryset=Asset.objects.order_by("symbol"))
+    amount = AmountFormField(
+        max_digits=38, decimal_places=18, help_text="Added to the available balance; negative takes away."
+    )
+    category = forms.ChoiceField(choices=BalanceAdjustment.Category.choices)
+    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3, "cols": 60}), max_length=2000)
+
+    def clean_username(self) -> User:
+        user = User.objects.filter(username=self.cleaned_data["username"]).first()
+        if user is None:
+            raise forms.ValidationError("No such user.")
+        return user
+
+    def clean_amount(self) -> Decimal:
+        amount = self.cleaned_data["amount"]
+        if amount == 0:
+            raise forms.ValidationError("An adjustment of zero changes nothing.")
+        return amount
+
+
+class ApproveAdjustmentForm(forms.Form):
+    note = forms.CharField(
+        required=False,
+        max_length=255,
+        widget=forms.Textarea(attrs={"rows": 2, "cols": 60}),
+        help_text="Optional; kept with the decision.",
+    )
+
+
+@admin.register(BalanceAdjustment)
+class BalanceAdjustmentAdmin(ReadOnlyAdmin):
+    list_display = [
+        "id",
+        "user",
+        "asset",
+        "amount",
+        "category",
+        "status",
+        "proposed_by",
+        "proposed_at",
+        "decided_by",
+        "decided_at",
+    ]
+    list_filter = ["status", "category", "asset", "proposed_at"]
+    search_fields = ["user__username", "=id", "reason"]
+    list_select_related = ["user", "asset", "proposed_by", "decided_by"]
+    raw_id_fields = ["user", "proposed_by", "decided_by", "ledger_entry"]
+    date_hierarchy = "proposed_at"
+    actions = ["approve", "reject"]
+    change_list_template = "admin/accounts/balanceadjustment/change_list.html"
+
+    def get_urls(self) -> list:
+        propose = self.admin_site.admin_view(self.propose_view)
+        return [path("propose/", propose, name="accounts_balanceadjustment_propose"), *super().get_urls()]
+
+    def propose_view(self, request: HttpRequest) -> HttpResponse:
+        if not request.user.has_perm("accounts.propose_adjustment"):
+            raise PermissionDenied
+
+        def propose(data: dict) -> str:
+            adjustment = adjustment_propose(
+                user=data["username"],
+                asset=data["asset"],
+                amount=data["amount"],
+                category=data["category"],
+                reason=data["reason"],
+                acting_user=request.user,
+            )
+            return f"{adjustment} proposed; another operator must approve it before it applies."
+
+        initial = {"username": request.GET.get("username", "")}
+        form = ProposeAdjustmentForm(request.POST if request.method == "POST" else None, initial=initial)
+        return form_page(
+            self,
+            request,
+            title="Propose a balance adjustment",
+            form=form,
+            service=propose,
+            intro="Nothing moves until a second operator approves the proposal.",
+        )
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
+        can_propose = request.user.has_perm("accounts.propose_adjustment")
+        return super().changelist_view(request, {"can_propose": can_propose, **(extra_context or {})})
+
+    @admin.action(description="Approve and apply the selected adjustments", permissions=["approve_adjustment"])
+    def approve(self, request: HttpRequest, queryset: QuerySet[BalanceAdjustment]) -> TemplateResponse | None:
+        return confirm_action(
+            self,
+            request,
+            queryset,
+            title="Approve and apply the selected adjustments",
+            form_class=ApproveAdjustmentForm,
+            service=lambda a, data: adjustment_approve(adjustment_id=a.pk, note=data["note"], acting_user=request.user),
+            done="adjustments approved and applied",
+        )
+
+    @admin.action(description="Reject the selected adjustments", permissions=["approve_adjustment"])
+    def reject(self, request: HttpRequest, queryset: QuerySet[BalanceAdjustment]) -> TemplateResponse | None:
+        return confirm_action(
+            self,
+            request,
+            queryset,
+            title="Reject the selected adjustments",
+            service=lambda a, data: adjustment_reject(
+                adjustment_id=a.pk, reason=data["reason"], acting_user=request.user
+            ),
+            done="adjustments rejected",
+        )
+
+
+@admin.register(UserRestriction)
+class UserRestrictionAdmin(ReadOnlyAdmin):
+    list_display = ["user", "kind", "reason", "created_by", "created_at", "lifted_by", "lifted_at"]
+    list_filter = ["kind", ("lifted_at", admin.EmptyFieldListFilter), "created_at"]
+    search_fields = ["user__username", "=user__id"]
+    list_select_related = ["user", "created_by", "lifted_by"]
 
 
 @admin.register(AuditLog)

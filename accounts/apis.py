@@ -1,15 +1,34 @@
-from drf_spectacular.utils import extend_schema
-from rest_framework import serializers, status
-from rest_framework.permissions import AllowAny
+import time
+
+from django.conf import settings
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import exceptions, serializers, status
+from rest_framework.authentication import BaseAuthentication
+from rest_framework.permissions import AllowAny, BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.tokens import RefreshToken
 
+from accounts.custody import SIGNATURE_HEADER, SignatureError, signature_verify
+from accounts.idempotency import HEADER, idempotent
 from accounts.models import Asset, Deposit, Withdrawal
-from accounts.selectors import balances_for_user, deposits_for_user, withdrawals_for_user
-from accounts.services import deposit_create, user_register, withdrawal_request
+from accounts.selectors import (
+    balances_for_user,
+    deposits_awaiting_custody,
+    deposits_for_user,
+    withdrawals_for_custody,
+    withdrawals_for_user,
+)
+from accounts.services import (
+    deposit_address_get,
+    deposit_declare,
+    deposit_report,
+    user_register,
+    withdrawal_report,
+    withdrawal_request,
+)
 from exchange.api import AmountField
 from exchange.errors import InvalidRequest
 from exchange.throttling import ScopedRateThrottle
@@ -74,36 +93,85 @@ def _asset(symbol: str) -> Asset:
     return asset
 
 
+TX_ID = r"^[\x21-\x7e]{1,128}$"
+IDEMPOTENCY_PARAMETER = OpenApiParameter(
+    HEADER,
+    location=OpenApiParameter.HEADER,
+    required=False,
+    description="Send the same key again to get the first answer instead of a second request; "
+    "the same key with another body is 422.",
+)
+
+
+class DepositAddressApi(APIView):
+    class FilterSerializer(serializers.Serializer):
+        asset = serializers.CharField(max_length=16)
+
+    class OutputSerializer(serializers.Serializer):
+        asset = serializers.CharField(source="asset_id")
+        address = serializers.CharField()
+
+    @extend_schema(parameters=[FilterSerializer], responses={200: OutputSerializer})
+    def get(self, request: Request) -> Response:
+        query = self.FilterSerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        address = deposit_address_get(user=request.user, asset=_asset(query.validated_data["asset"]))
+        return Response(self.OutputSerializer(address).data)
+
+
+class DepositOutputSerializer(serializers.ModelSerializer):
+    amount = AmountField()
+    tx_id = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Deposit
+        fields = ["id", "asset", "amount", "tx_id", "status", "confirmations", "created_at", "credited_at"]
+
+    def get_tx_id(self, deposit: Deposit) -> str | None:
+        return deposit.tx_id or deposit.declared_tx_id
+
+
 class DepositsApi(APIView):
     class InputSerializer(serializers.Serializer):
         asset = serializers.CharField(max_length=16)
         amount = AmountField()
-        tx_id = serializers.RegexField(r"^[\x21-\x7e]{1,128}$", required=False, allow_null=True)
+        tx_id = serializers.RegexField(TX_ID, required=False, allow_null=True)
 
-    class OutputSerializer(serializers.ModelSerializer):
-        amount = AmountField()
-
-        class Meta:
-            model = Deposit
-            fields = ["id", "asset", "amount", "tx_id", "status", "created_at", "credited_at"]
-
-    @extend_schema(responses={200: OutputSerializer(many=True)})
+    @extend_schema(responses={200: DepositOutputSerializer(many=True)})
     def get(self, request: Request) -> Response:
-        return Response(self.OutputSerializer(deposits_for_user(user=request.user), many=True).data)
+        return Response(DepositOutputSerializer(deposits_for_user(user=request.user), many=True).data)
 
-    @extend_schema(request=InputSerializer, responses={201: OutputSerializer, 200: OutputSerializer})
+    @extend_schema(
+        request=InputSerializer,
+        parameters=[IDEMPOTENCY_PARAMETER],
+        responses={201: DepositOutputSerializer, 200: DepositOutputSerializer},
+        description="Declare an incoming transfer. It credits nothing: the deposit is credited when custody "
+        "reports it confirmed.",
+    )
     def post(self, request: Request) -> Response:
-        data = self.InputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        deposit, created = deposit_create(
-            user=request.user,
-            asset=_asset(data.validated_data["asset"]),
-            amount=data.validated_data["amount"],
-            tx_id=data.validated_data.get("tx_id"),
-        )
-        return Response(
-            self.OutputSerializer(deposit).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
-        )
+        def declare() -> Response:
+            data = self.InputSerializer(data=request.data)
+            data.is_valid(raise_exception=True)
+            deposit, created = deposit_declare(
+                user=request.user,
+                asset=_asset(data.validated_data["asset"]),
+                amount=data.validated_data["amount"],
+                tx_id=data.validated_data.get("tx_id"),
+            )
+            return Response(
+                DepositOutputSerializer(deposit).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
+            )
+
+        return idempotent(request, scope="deposits", handle=declare)
+
+
+class WithdrawalOutputSerializer(serializers.ModelSerializer):
+    amount = AmountField()
+    fee = AmountField()
+
+    class Meta:
+        model = Withdrawal
+        fields = ["id", "asset", "amount", "fee", "address", "status", "tx_id", "reason", "created_at", "completed_at"]
 
 
 class WithdrawalsApi(APIView):
@@ -112,25 +180,162 @@ class WithdrawalsApi(APIView):
         amount = AmountField()
         address = serializers.RegexField(r"^[\x21-\x7e]{1,128}$")
 
+    @extend_schema(responses={200: WithdrawalOutputSerializer(many=True)})
+    def get(self, request: Request) -> Response:
+        return Response(WithdrawalOutputSerializer(withdrawals_for_user(user=request.user), many=True).data)
+
+    @extend_schema(
+        request=InputSerializer, parameters=[IDEMPOTENCY_PARAMETER], responses={201: WithdrawalOutputSerializer}
+    )
+    def post(self, request: Request) -> Response:
+        def withdraw() -> Response:
+            data = self.InputSerializer(data=request.data)
+            data.is_valid(raise_exception=True)
+            withdrawal = withdrawal_request(
+                user=request.user,
+                asset=_asset(data.validated_data["asset"]),
+                amount=data.validated_data["amount"],
+                address=data.validated_data["address"],
+            )
+            return Response(WithdrawalOutputSerializer(withdrawal).data, status=status.HTTP_201_CREATED)
+
+        return idempotent(request, scope="withdrawals", handle=withdraw)
+
+
+# --- Custody --------------------------------------------------------------------------------------
+
+
+class Custody:
+    """Who a request signed with the custody secret comes from: custody, and nobody else."""
+
+    is_authenticated = True
+    pk = None
+
+
+class CustodySignatureAuthentication(BaseAuthentication):
+    def authenticate(self, request: Request) -> tuple[Custody, None]:
+        try:
+            signature_verify(
+                request.headers.get(SIGNATURE_HEADER),
+                request._request.body,
+                secrets=settings.CUSTODY_WEBHOOK_SECRETS,
+                now=time.time(),
+                tolerance=settings.CUSTODY_SIGNATURE_TOLERANCE_SECONDS,
+            )
+        except SignatureError as exc:
+            raise exceptions.AuthenticationFailed(exc.message, code=exc.code) from exc
+        return Custody(), None
+
+    def authenticate_header(self, request: Request) -> str:
+        return "Custody-Signature"
+
+
+class IsCustody(BasePermission):
+    def has_permission(self, request: Request, view: APIView) -> bool:
+        return isinstance(request.user, Custody)
+
+
+class CustodyApi(APIView):
+    """Custody's own endpoints: signed, never throttled (custody retries), no user token."""
+
+    authentication_classes = [CustodySignatureAuthentication]
+    permission_classes = [IsCustody]
+    throttle_classes = []
+
+
+SIGNED = {"description": f'{SIGNATURE_HEADER}: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<raw body>">'}
+
+
+class CustodyDepositsApi(CustodyApi):
+    class InputSerializer(serializers.Serializer):
+        asset = serializers.CharField(max_length=16)
+        address = serializers.CharField(max_length=128)
+        amount = AmountField()
+        tx_id = serializers.RegexField(TX_ID)
+        confirmations = serializers.IntegerField(min_value=0, max_value=1_000_000)
+
+    class OutputSerializer(serializers.ModelSerializer):
+        amount = AmountField()
+
+        class Meta:
+            model = Deposit
+            fields = ["id", "asset", "address", "amount", "tx_id", "confirmations", "status"]
+
+    class PendingSerializer(serializers.Serializer):
+        id = serializers.IntegerField()
+        asset = serializers.CharField(source="asset_id")
+        address = serializers.CharField()
+        amount = AmountField()
+        tx_id = serializers.CharField(allow_null=True)
+        confirmations = serializers.IntegerField()
+        status = serializers.CharField()
+
+    @extend_schema(
+        responses={200: PendingSerializer(many=True)},
+        auth=[],
+        description="Deposits users have declared, and deposits still confirming, for custody to watch. "
+        + SIGNED["description"],
+    )
+    def get(self, request: Request) -> Response:
+        return Response(self.PendingSerializer(deposits_awaiting_custody(), many=True).data)
+
+    @extend_schema(
+        request=InputSerializer,
+        responses={201: OutputSerializer, 200: OutputSerializer},
+        auth=[],
+        description="Custody saw a transfer to a deposit address. " + SIGNED["description"],
+    )
+    def post(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        deposit, created = deposit_report(
+            asset=_asset(data.validated_data["asset"]),
+            address=data.validated_data["address"],
+            amount=data.validated_data["amount"],
+            tx_id=data.validated_data["tx_id"],
+            confirmations=data.validated_data["confirmations"],
+        )
+        return Response(
+            self.OutputSerializer(deposit).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
+        )
+
+
+class CustodyWithdrawalsApi(CustodyApi):
+    class InputSerializer(serializers.Serializer):
+        withdrawal_id = serializers.IntegerField(min_value=1)
+        tx_id = serializers.RegexField(TX_ID, required=False, allow_null=True)
+        status = serializers.ChoiceField(
+            choices=[Withdrawal.Status.SENT, Withdrawal.Status.COMPLETED, Withdrawal.Status.FAILED]
+        )
+
     class OutputSerializer(serializers.ModelSerializer):
         amount = AmountField()
 
         class Meta:
             model = Withdrawal
-            fields = ["id", "asset", "amount", "address", "status", "created_at", "reviewed_at"]
+            fields = ["id", "asset", "amount", "address", "status", "tx_id"]
 
-    @extend_schema(responses={200: OutputSerializer(many=True)})
+    @extend_schema(
+        responses={200: OutputSerializer(many=True)},
+        auth=[],
+        description="Withdrawals custody should send (fully approved) or has sent but not yet completed. "
+        + SIGNED["description"],
+    )
     def get(self, request: Request) -> Response:
-        return Response(self.OutputSerializer(withdrawals_for_user(user=request.user), many=True).data)
+        return Response(self.OutputSerializer(withdrawals_for_custody(), many=True).data)
 
-    @extend_schema(request=InputSerializer, responses={201: OutputSerializer})
+    @extend_schema(
+        request=InputSerializer,
+        responses={200: OutputSerializer},
+        auth=[],
+        description="Custody's news of a withdrawal. " + SIGNED["description"],
+    )
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        withdrawal = withdrawal_request(
-            user=request.user,
-            asset=_asset(data.validated_data["asset"]),
-            amount=data.validated_data["amount"],
-            address=data.validated_data["address"],
+        withdrawal = withdrawal_report(
+            withdrawal_id=data.validated_data["withdrawal_id"],
+            status=data.validated_data["status"],
+            tx_id=data.validated_data.get("tx_id"),
         )
-        return Response(self.OutputSerializer(withdrawal).data, status=status.HTTP_201_CREATED)
+        return Response(self.OutputSerializer(withdrawal).data)

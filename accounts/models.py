@@ -353,6 +353,12 @@ class Withdrawal(models.Model):
         return self.amount + self.fee
 
 
+# Withdrawals custody may send: approved, where one approval is enough, or approved twice.
+WITHDRAWAL_READY_FOR_CUSTODY = Q(status=Withdrawal.Status.APPROVED, needs_second_approval=False) | Q(
+    status=Withdrawal.Status.SECOND_APPROVED
+)
+
+
 class BalanceAdjustment(models.Model):
     """A manual correction of a user's available balance: proposed by one operator, applied only when
     another approves it, as ledger lines against the adjustments system account."""

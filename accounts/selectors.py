@@ -2,7 +2,9 @@
 
 from decimal import Decimal
 
-from accounts.models import Account, Asset, Deposit, User, Withdrawal
+from django.db.models import Q
+
+from accounts.models import WITHDRAWAL_READY_FOR_CUSTODY, Account, Asset, Deposit, User, Withdrawal
 
 
 def balances_for_user(*, user: User) -> list[dict]:
@@ -27,3 +29,32 @@ def deposits_for_user(*, user: User, limit: int = 100) -> list[Deposit]:
 
 def withdrawals_for_user(*, user: User, limit: int = 100) -> list[Withdrawal]:
     return list(Withdrawal.objects.filter(user=user).order_by("-id")[:limit])
+
+
+def deposits_awaiting_custody(*, limit: int = 500) -> list[dict]:
+    """Declared deposits and deposits still confirming, with the address each was (or will be) sent
+    to, for custody to watch."""
+    waiting = Deposit.objects.filter(
+        status__in=[Deposit.Status.DECLARED, Deposit.Status.CONFIRMING], user__isnull=False
+    ).order_by("pk")
+    return [
+        {
+            "id": deposit.pk,
+            "asset_id": deposit.asset_id,
+            "address": deposit.address,
+            "amount": deposit.amount,
+            "tx_id": deposit.tx_id or deposit.declared_tx_id,
+            "confirmations": deposit.confirmations,
+            "status": deposit.status,
+        }
+        for deposit in waiting[:limit]
+    ]
+
+
+def withdrawals_for_custody(*, limit: int = 500) -> list[Withdrawal]:
+    """Fully approved withdrawals custody should send, and sent ones it has not yet completed."""
+    return list(
+        Withdrawal.objects.filter(WITHDRAWAL_READY_FOR_CUSTODY | Q(status=Withdrawal.Status.SENT)).order_by("pk")[
+            :limit
+        ]
+    )

@@ -1,17 +1,34 @@
 """Writes to users, balances, deposits and withdrawals. Each public function is one transaction."""
 
+import re
 from collections import defaultdict
 from collections.abc import Iterable
+from datetime import timedelta
 from decimal import Decimal
 
 import structlog
 from django.contrib.auth.password_validation import validate_password
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F
+from django.db.models import F, Q, Sum
 from django.utils import timezone
 
-from accounts.models import Account, Asset, AuditLog, Deposit, LedgerEntry, LedgerLine, User, Withdrawal
-from exchange.errors import Conflict, InsufficientFunds, InvalidRequest
+from accounts.custody import custody_adapter
+from accounts.models import (
+    Account,
+    Asset,
+    AuditLog,
+    BalanceAdjustment,
+    Deposit,
+    DepositAddress,
+    IdempotencyKey,
+    LedgerEntry,
+    LedgerLine,
+    User,
+    UserRestriction,
+    Withdrawal,
+)
+from exchange.api import decimal_str
+from exchange.errors import Conflict, Forbidden, InsufficientFunds, InvalidRequest, NotFound
 
 log = structlog.get_logger(__name__)
 
@@ -114,48 +131,112 @@ def user_register(*, username: str, password: str, email: str) -> User:
     return user
 
 
-# --- Deposits -------------------------------------------------------------------------------------
+def operator_check(acting_user: User, permission: str) -> None:
+    """Every operator action checks its own permission, whichever door it came through."""
+    if not (acting_user.is_active and acting_user.is_staff and acting_user.has_perm(permission)):
+        raise Forbidden("permission_denied", f"{acting_user.username} lacks the permission {permission}.")
 
 
-def amount_check(*, asset: Asset, amount: Decimal) -> None:
-    if amount <= 0:
-        raise InvalidRequest("invalid_amount", "Amount must be greater than zero.", field="amount")
-    if amount != amount.quantize(asset.quantum):
-        raise InvalidRequest(
-            "invalid_precision", f"{asset.pk} amounts have at most {asset.decimals} decimal places.", field="amount"
-        )
+def _reason_required(reason: str) -> str:
+    reason = (reason or "").strip()
+    if not reason:
+        raise InvalidRequest("reason_required", "A reason is required.", field="reason")
+    return reason
 
 
 @transaction.atomic
-def deposit_create(*, user: User, asset: Asset, amount: Decimal, tx_id: str | None = None) -> tuple[Deposit, bool]:
-    """Record an incoming deposit. The same (asset, tx_id) is recorded once: the same user gets the
-    first deposit back; another user is refused."""
+def user_restrict(*, user: User, kind: str, reason: str, acting_user: User) -> UserRestriction:
+    """Stop a user's trading or withdrawals until an operator lifts it. Orders already resting stay
+    (cancel them with `orders_cancel_all`); new ones and new withdrawals answer 403."""
+    operator_check(acting_user, "accounts.restrict_user")
+    reason = _reason_required(reason)
+    if kind not in UserRestriction.Kind.values:
+        raise InvalidRequest("invalid", f"Unknown restriction {kind!r}.", field="kind")
+    User.objects.select_for_update().filter(pk=user.pk).first()
+    if UserRestriction.objects.filter(user=user, kind=kind, lifted_at__isnull=True).exists():
+        raise Conflict("already_restricted", f"{user.username}'s {kind} is already restricted.")
+    restriction = UserRestriction.objects.create(user=user, kind=kind, reason=reason, created_by=acting_user)
+    User.objects.filter(pk=user.pk).update(**{f"{kind}_restricted": True})
+    audit_record(actor=acting_user, action=f"restrict_{kind}", target=f"user:{user.pk}", reason=reason)
+    return restriction
+
+
+@transaction.atomic
+def user_unrestrict(*, user: User, kind: str, reason: str, acting_user: User) -> UserRestriction:
+    operator_check(acting_user, "accounts.restrict_user")
+    reason = _reason_required(reason)
+    User.objects.select_for_update().filter(pk=user.pk).first()
+    restriction = UserRestriction.objects.filter(user=user, kind=kind, lifted_at__isnull=True).first()
+    if restriction is None:
+        raise Conflict("not_restricted", f"{user.username}'s {kind} is not restricted.")
+    restriction.lifted_at = timezone.now()
+    restriction.lifted_by = acting_user
+    restriction.lift_reason = reason
+    restriction.save(update_fields=["lifted_at", "lifted_by", "lift_reason"])
+    User.objects.filter(pk=user.pk).update(**{f"{kind}_restricted": False})
+    audit_record(actor=acting_user, action=f"unrestrict_{kind}", target=f"user:{user.pk}", reason=reason)
+    return restriction
+
+
+# --- Amounts --------------------------------------------------------------------------------------
+
+
+def amount_check(*, asset: Asset, amount: Decimal, field: str = "amount") -> None:
+    if amount <= 0:
+        raise InvalidRequest("invalid_amount", "Amount must be greater than zero.", field=field)
+    if amount != amount.quantize(asset.quantum):
+        raise InvalidRequest(
+            "invalid_precision", f"{asset.pk} amounts have at most {asset.decimals} decimal places.", field=field
+        )
+
+
+# --- Deposits -------------------------------------------------------------------------------------
+
+
+def deposit_address_get(*, user: User, asset: Asset) -> DepositAddress:
+    """The user's address for `asset`: issued by the custody adapter on first use, then the same."""
+    existing = DepositAddress.objects.filter(user=user, asset=asset).first()
+    if existing is not None:
+        return existing
+    address = custody_adapter().address_for(user_id=user.pk, asset=asset.pk)
+    try:
+        with transaction.atomic():
+            return DepositAddress.objects.create(user=user, asset=asset, address=address)
+    except IntegrityError:
+        return DepositAddress.objects.get(user=user, asset=asset)
+
+
+@transaction.atomic
+def deposit_declare(*, user: User, asset: Asset, amount: Decimal, tx_id: str | None = None) -> tuple[Deposit, bool]:
+    """Record the user's word that a transfer is on its way. It credits nothing: only custody's
+    report does. Declaring the same transaction again returns the first declaration."""
     amount_check(asset=asset, amount=amount)
+    # Custody watches the address the user will send to, so the declaration carries it.
+    address = deposit_address_get(user=user, asset=asset).address
     if tx_id:
-        existing = Deposit.objects.filter(asset=asset, tx_id=tx_id).first()
+        existing = (
+            Deposit.objects.filter(user=user, asset=asset)
+            .filter(Q(declared_tx_id=tx_id) | Q(tx_id=tx_id))
+            .order_by("pk")
+            .first()
+        )
         if existing is not None:
-            if existing.user_id != user.pk:
-                raise Conflict("duplicate_tx_id", "This transaction id is already recorded.", field="tx_id")
             return existing, False
     try:
         with transaction.atomic():
-            deposit = Deposit.objects.create(user=user, asset=asset, amount=amount, tx_id=tx_id or None)
+            deposit = Deposit.objects.create(
+                user=user,
+                asset=asset,
+                amount=amount,
+                declared_amount=amount,
+                declared_tx_id=tx_id or None,
+                address=address,
+                status=Deposit.Status.DECLARED,
+            )
     except IntegrityError:
-        existing = Deposit.objects.get(asset=asset, tx_id=tx_id)
-        if existing.user_id != user.pk:
-            raise Conflict("duplicate_tx_id", "This transaction id is already recorded.", field="tx_id") from None
-        return existing, False
-    transaction.on_commit(lambda: _enqueue_deposit_credit(deposit.pk))
+        # The same declaration raced in from a second request.
+        return Deposit.objects.get(user=user, asset=asset, declared_tx_id=tx_id), False
     return deposit, True
-
-
-def _enqueue_deposit_credit(deposit_id: int) -> None:
-    from accounts.tasks import deposit_credit_task
-
-    try:
-        deposit_credit_task.delay(deposit_id)
-    except Exception:
-        log.warning("deposit_enqueue_failed", deposit_id=deposit_id, exc_info=True)
 
 
 def _deposit_apply(deposit: Deposit) -> None:
@@ -166,117 +247,418 @@ def _deposit_apply(deposit: Deposit) -> None:
         reference=f"deposit:{deposit.pk}",
         moves=[(external, -deposit.amount), (user_account, deposit.amount)],
     )
+    deposit.status = Deposit.Status.CREDITED
+    deposit.credited_at = timezone.now()
+
+
+def _deposit_progress(deposit: Deposit, confirmations: int) -> None:
+    """Move a deposit custody reported as far as its confirmations and the asset's rules allow."""
+    deposit.confirmations = max(deposit.confirmations, confirmations)
+    if deposit.status == Deposit.Status.CONFIRMING and deposit.confirmations >= deposit.asset.deposit_confirmations:
+        deposit.confirmed_at = timezone.now()
+        if deposit.assigned_by_id is not None or deposit.amount > deposit.asset.deposit_review_threshold:
+            # Big deposits, and deposits an operator matched to a user by hand, wait for a person.
+            deposit.status = Deposit.Status.HELD
+            audit_record(actor=None, action="deposit_held", target=f"deposit:{deposit.pk}", amount=str(deposit.amount))
+        else:
+            _deposit_apply(deposit)
+    deposit.save()
+
+
+def _deposit_same_transfer(deposit: Deposit, *, address: str, amount: Decimal) -> None:
+    if deposit.address != address or deposit.amount != amount:
+        raise Conflict(
+            "custody_mismatch",
+            f"Transaction {deposit.tx_id} was reported before with another address or amount; nothing changed.",
+        )
 
 
 @transaction.atomic
-def deposit_credit(*, deposit_id: int) -> Deposit:
-    """Credit a pending deposit exactly once, or park it for an operator if it is above the asset's
-    auto-credit limit. Safe to call any number of times."""
-    deposit = Deposit.objects.select_for_update().select_related("asset").get(pk=deposit_id)
-    if deposit.status != Deposit.Status.PENDING:
-        return deposit
-    limit = deposit.asset.auto_credit_limit
-    if limit is not None and deposit.amount > limit:
-        deposit.status = Deposit.Status.AWAITING_APPROVAL
-        deposit.save(update_fields=["status"])
-        return deposit
-    _deposit_apply(deposit)
-    deposit.status = Deposit.Status.CREDITED
-    deposit.credited_at = timezone.now()
-    deposit.save(update_fields=["status", "credited_at"])
-    return deposit
+def deposit_report(
+    *, asset: Asset, address: str, amount: Decimal, tx_id: str, confirmations: int
+) -> tuple[Deposit, bool]:
+    """Custody saw `amount` of `asset` arrive at `address` in transaction `tx_id`.
+
+    The deposit is recorded once per (asset, tx_id); it is credited to the owner of the address once
+    it has the asset's required confirmations, unless it must be held for an operator. A report for
+    an address nobody owns is kept as `unmatched`. Reporting the same transaction again (a replay, or
+    more confirmations) never credits twice. Returns the deposit and whether this report created it.
+    """
+    amount_check(asset=asset, amount=amount)
+    if confirmations < 0:
+        raise InvalidRequest("invalid", "confirmations cannot be negative.", field="confirmations")
+    existing = (
+        Deposit.objects.select_for_update(of=("self",)).select_related("asset").filter(asset=asset, tx_id=tx_id).first()
+    )
+    if existing is not None:
+        _deposit_same_transfer(existing, address=address, amount=amount)
+        _deposit_progress(existing, confirmations)
+        return existing, False
+
+    owner_id = DepositAddress.objects.filter(asset=asset, address=address).values_list("user_id", flat=True).first()
+    if owner_id is None:
+        deposit = Deposit(
+            user=None,
+            asset=asset,
+            amount=amount,
+            tx_id=tx_id,
+            address=address,
+            confirmations=confirmations,
+            status=Deposit.Status.UNMATCHED,
+        )
+        created = True
+    else:
+        # The owner's own declaration of this transfer: by its transaction id, else the oldest one of
+        # the same amount that named none.
+        declared = (
+            Deposit.objects.select_for_update()
+            .filter(user_id=owner_id, asset=asset, status=Deposit.Status.DECLARED)
+            .filter(Q(declared_tx_id=tx_id) | Q(declared_tx_id__isnull=True, declared_amount=amount))
+            .order_by(F("declared_tx_id").asc(nulls_last=True), "pk")
+            .first()
+        )
+        created = declared is None
+        deposit = declared or Deposit(user_id=owner_id, asset=asset)
+        deposit.amount, deposit.tx_id, deposit.address = amount, tx_id, address
+        deposit.status = Deposit.Status.CONFIRMING
+    try:
+        with transaction.atomic():
+            deposit.save()
+    except IntegrityError:
+        # The same transaction reported twice at once: the other report recorded it.
+        existing = Deposit.objects.select_for_update(of=("self",)).select_related("asset").get(asset=asset, tx_id=tx_id)
+        _deposit_same_transfer(existing, address=address, amount=amount)
+        _deposit_progress(existing, confirmations)
+        return existing, False
+    if deposit.status == Deposit.Status.UNMATCHED:
+        audit_record(actor=None, action="deposit_unmatched", target=f"deposit:{deposit.pk}", address=address)
+        return deposit, created
+    _deposit_progress(deposit, confirmations)
+    return deposit, created
 
 
 @transaction.atomic
-def deposit_approve(*, deposit_id: int, acting_user: User) -> Deposit:
-    deposit = Deposit.objects.select_for_update().get(pk=deposit_id)
-    if deposit.status != Deposit.Status.AWAITING_APPROVAL:
-        raise Conflict("not_awaiting_approval", f"Deposit {deposit.pk} is {deposit.status}.")
+def deposit_release(*, deposit_id: int, acting_user: User) -> Deposit:
+    """Credit a held deposit: the finance operator's decision."""
+    operator_check(acting_user, "accounts.release_deposit")
+    deposit = Deposit.objects.select_for_update(of=("self",)).select_related("asset", "user").get(pk=deposit_id)
+    if deposit.status != Deposit.Status.HELD:
+        raise Conflict("not_held", f"Deposit {deposit.pk} is {deposit.status}.")
+    if deposit.user_id == acting_user.pk:
+        raise Forbidden("own_deposit", "Nobody releases their own deposit.")
+    if deposit.assigned_by_id == acting_user.pk:
+        raise Forbidden("same_operator", "The operator who assigned a deposit cannot also release it.")
     _deposit_apply(deposit)
-    deposit.status = Deposit.Status.CREDITED
-    deposit.credited_at = timezone.now()
-    deposit.reviewed_by = acting_user
-    deposit.save(update_fields=["status", "credited_at", "reviewed_by"])
+    deposit.decided_by = acting_user
+    deposit.save()
     audit_record(
-        actor=acting_user, action="deposit_approve", target=f"deposit:{deposit.pk}", amount=str(deposit.amount)
+        actor=acting_user, action="deposit_release", target=f"deposit:{deposit.pk}", amount=str(deposit.amount)
     )
     return deposit
 
 
 @transaction.atomic
-def deposit_reject(*, deposit_id: int, acting_user: User, note: str = "") -> Deposit:
+def deposit_assign(*, deposit_id: int, user: User, reason: str, acting_user: User) -> Deposit:
+    """Give an unmatched deposit to the user it belongs to. It is then held: another operator releases
+    it, so no single person can move an unclaimed deposit into an account."""
+    operator_check(acting_user, "accounts.release_deposit")
+    reason = _reason_required(reason)
+    deposit = Deposit.objects.select_for_update(of=("self",)).select_related("asset").get(pk=deposit_id)
+    if deposit.status != Deposit.Status.UNMATCHED:
+        raise Conflict("not_unmatched", f"Deposit {deposit.pk} is {deposit.status}.")
+    if user.pk == acting_user.pk:
+        raise Forbidden("own_deposit", "Nobody assigns a deposit to themselves.")
+    deposit.user = user
+    deposit.assigned_by = acting_user
+    deposit.reason = reason
+    deposit.status = Deposit.Status.CONFIRMING
+    audit_record(
+        actor=acting_user, action="deposit_assign", target=f"deposit:{deposit.pk}", user=user.pk, reason=reason
+    )
+    _deposit_progress(deposit, deposit.confirmations)
+    return deposit
+
+
+@transaction.atomic
+def deposit_reject(*, deposit_id: int, reason: str, acting_user: User) -> Deposit:
+    """Refuse a deposit that is not credited: it will never be (returning the coins is custody's)."""
+    operator_check(acting_user, "accounts.release_deposit")
+    reason = _reason_required(reason)
     deposit = Deposit.objects.select_for_update().get(pk=deposit_id)
-    if deposit.status not in (Deposit.Status.PENDING, Deposit.Status.AWAITING_APPROVAL):
+    if deposit.status in (Deposit.Status.CREDITED, Deposit.Status.REJECTED):
         raise Conflict("already_final", f"Deposit {deposit.pk} is {deposit.status}.")
+    if deposit.user_id == acting_user.pk:
+        raise Forbidden("own_deposit", "Nobody decides on their own deposit.")
     deposit.status = Deposit.Status.REJECTED
-    deposit.reviewed_by = acting_user
-    deposit.note = note
-    deposit.save(update_fields=["status", "reviewed_by", "note"])
-    audit_record(actor=acting_user, action="deposit_reject", target=f"deposit:{deposit.pk}", note=note)
+    deposit.decided_by = acting_user
+    deposit.reason = reason
+    deposit.save(update_fields=["status", "decided_by", "reason"])
+    audit_record(actor=acting_user, action="deposit_reject", target=f"deposit:{deposit.pk}", reason=reason)
     return deposit
 
 
 # --- Withdrawals ----------------------------------------------------------------------------------
 
 
+def _ready_for_custody(withdrawal: Withdrawal) -> bool:
+    return withdrawal.status == Withdrawal.Status.SECOND_APPROVED or (
+        withdrawal.status == Withdrawal.Status.APPROVED and not withdrawal.needs_second_approval
+    )
+
+
 @transaction.atomic
 def withdrawal_request(*, user: User, asset: Asset, amount: Decimal, address: str) -> Withdrawal:
-    """Lock the funds and wait for an operator. Not enough available: `InsufficientFunds`, nothing
-    written."""
+    """Check the asset's rules, lock the amount and the fee, and wait for approval. Anything refused
+    writes nothing."""
+    if user.withdrawals_restricted:
+        raise Forbidden("withdrawals_restricted", "Withdrawals are restricted on this account.")
+    if not asset.withdrawals_enabled:
+        raise Forbidden("withdrawals_disabled", f"{asset.pk} withdrawals are disabled.", field="asset")
     amount_check(asset=asset, amount=amount)
-    withdrawal = Withdrawal.objects.create(user=user, asset=asset, amount=amount, address=address)
-    funds_lock(
+    if amount < asset.withdrawal_min:
+        smallest = decimal_str(asset.withdrawal_min)
+        raise InvalidRequest("below_minimum", f"The smallest {asset.pk} withdrawal is {smallest}.", field="amount")
+    if not re.fullmatch(asset.address_regex, address):
+        raise InvalidRequest("invalid_address", f"That is not a valid {asset.pk} address.", field="address")
+    # Locking the user's account first serialises their withdrawals of this asset, so two requests at
+    # once cannot both pass the daily limit.
+    available = account_get(user=user, asset=asset, kind=Account.Kind.AVAILABLE)
+    accounts_lock([available.pk])
+    if asset.withdrawal_daily_limit is not None:
+        since = timezone.now() - timedelta(hours=24)
+        used = (
+            Withdrawal.objects.filter(user=user, asset=asset, created_at__gte=since)
+            .exclude(status__in=[Withdrawal.Status.REJECTED, Withdrawal.Status.FAILED])
+            .aggregate(total=Sum("amount"))["total"]
+        ) or Decimal(0)
+        if used + amount > asset.withdrawal_daily_limit:
+            left = max(asset.withdrawal_daily_limit - used, Decimal(0))
+            raise InvalidRequest(
+                "daily_limit_exceeded",
+                f"That exceeds the 24-hour {asset.pk} limit; {decimal_str(left)} can still be withdrawn.",
+                field="amount",
+            )
+    withdrawal = Withdrawal.objects.create(
         user=user,
         asset=asset,
         amount=amount,
+        fee=asset.withdrawal_fee,
+        address=address,
+        needs_second_approval=amount > asset.withdrawal_four_eyes_threshold,
+    )
+    funds_lock(
+        user=user,
+        asset=asset,
+        amount=withdrawal.total,
         kind=LedgerEntry.Kind.WITHDRAWAL_LOCK,
         reference=f"withdrawal:{withdrawal.pk}",
     )
     return withdrawal
 
 
-def _withdrawal_review(*, withdrawal_id: int, acting_user: User, approve: bool, note: str) -> Withdrawal:
+def _withdrawal_for_operator(withdrawal_id: int, acting_user: User) -> Withdrawal:
+    operator_check(acting_user, "accounts.approve_withdrawal")
     withdrawal = Withdrawal.objects.select_for_update().get(pk=withdrawal_id)
-    if withdrawal.status != Withdrawal.Status.PENDING:
-        raise Conflict("already_final", f"Withdrawal {withdrawal.pk} is {withdrawal.status}.")
-    reference = f"withdrawal:{withdrawal.pk}"
-    locked = account_get(user=withdrawal.user, asset=withdrawal.asset_id, kind=Account.Kind.LOCKED)
-    if approve:
-        external = account_get(user=None, asset=withdrawal.asset_id, kind=Account.Kind.WITHDRAWALS)
-        ledger_post(
-            kind=LedgerEntry.Kind.WITHDRAWAL_SEND,
-            reference=reference,
-            moves=[(locked, -withdrawal.amount), (external, withdrawal.amount)],
-        )
+    if withdrawal.user_id == acting_user.pk:
+        raise Forbidden("own_withdrawal", "Nobody decides on their own withdrawal.")
+    return withdrawal
+
+
+@transaction.atomic
+def withdrawal_approve(*, withdrawal_id: int, acting_user: User) -> Withdrawal:
+    """The first approval, or the second one (by someone else) where the amount needs two."""
+    withdrawal = _withdrawal_for_operator(withdrawal_id, acting_user)
+    now = timezone.now()
+    if withdrawal.status == Withdrawal.Status.REQUESTED:
+        withdrawal.status = Withdrawal.Status.APPROVED
+        withdrawal.approved_by, withdrawal.approved_at = acting_user, now
+        action = "withdrawal_approve"
+    elif withdrawal.status == Withdrawal.Status.APPROVED and withdrawal.needs_second_approval:
+        if withdrawal.approved_by_id == acting_user.pk:
+            raise Forbidden("second_approval_same_person", "The second approval must come from another person.")
+        withdrawal.status = Withdrawal.Status.SECOND_APPROVED
+        withdrawal.second_approved_by, withdrawal.second_approved_at = acting_user, now
+        action = "withdrawal_second_approve"
     else:
-        funds_release(
-            user=withdrawal.user,
-            asset=withdrawal.asset_id,
-            amount=withdrawal.amount,
-            kind=LedgerEntry.Kind.WITHDRAWAL_RETURN,
-            reference=reference,
-        )
-    withdrawal.status = Withdrawal.Status.APPROVED if approve else Withdrawal.Status.REJECTED
-    withdrawal.reviewed_at = timezone.now()
-    withdrawal.reviewed_by = acting_user
-    withdrawal.note = note
-    withdrawal.save(update_fields=["status", "reviewed_at", "reviewed_by", "note"])
+        raise Conflict("not_awaiting_approval", f"Withdrawal {withdrawal.pk} is {withdrawal.status}.")
+    withdrawal.save()
     audit_record(
         actor=acting_user,
-        action="withdrawal_approve" if approve else "withdrawal_reject",
-        target=reference,
+        action=action,
+        target=f"withdrawal:{withdrawal.pk}",
         amount=str(withdrawal.amount),
         asset=withdrawal.asset_id,
-        note=note,
+    )
+    return withdrawal
+
+
+def _withdrawal_return(withdrawal: Withdrawal, *, status: str, reason: str) -> None:
+    funds_release(
+        user=withdrawal.user,
+        asset=withdrawal.asset_id,
+        amount=withdrawal.total,
+        kind=LedgerEntry.Kind.WITHDRAWAL_RETURN,
+        reference=f"withdrawal:{withdrawal.pk}",
+    )
+    withdrawal.status = status
+    withdrawal.reason = reason
+
+
+@transaction.atomic
+def withdrawal_reject(*, withdrawal_id: int, reason: str, acting_user: User) -> Withdrawal:
+    """Refuse a withdrawal custody does not have yet; the amount and fee return to the user."""
+    reason = _reason_required(reason)
+    withdrawal = _withdrawal_for_operator(withdrawal_id, acting_user)
+    if withdrawal.status not in Withdrawal.REJECTABLE_STATUSES:
+        raise Conflict("not_rejectable", f"Withdrawal {withdrawal.pk} is {withdrawal.status}.")
+    _withdrawal_return(withdrawal, status=Withdrawal.Status.REJECTED, reason=reason)
+    withdrawal.rejected_by = acting_user
+    withdrawal.save()
+    audit_record(
+        actor=acting_user,
+        action="withdrawal_reject",
+        target=f"withdrawal:{withdrawal.pk}",
+        amount=str(withdrawal.amount),
+        asset=withdrawal.asset_id,
+        reason=reason,
     )
     return withdrawal
 
 
 @transaction.atomic
-def withdrawal_approve(*, withdrawal_id: int, acting_user: User, note: str = "") -> Withdrawal:
-    return _withdrawal_review(withdrawal_id=withdrawal_id, acting_user=acting_user, approve=True, note=note)
+def withdrawal_report(*, withdrawal_id: int, status: str, tx_id: str | None = None) -> Withdrawal:
+    """Custody's news of a withdrawal: `sent` (it has it), `completed` (on chain, with its
+    transaction id) or `failed` (it will not go; the funds return). Reporting the same news again
+    changes nothing; news about a withdrawal that is not fully approved is refused."""
+    withdrawal = (
+        Withdrawal.objects.select_for_update(of=("self",)).select_related("user").filter(pk=withdrawal_id).first()
+    )
+    if withdrawal is None:
+        raise NotFound("unknown_withdrawal", f"No withdrawal {withdrawal_id}.")
+    current, ready = withdrawal.status, _ready_for_custody(withdrawal)
+    allowed = {
+        Withdrawal.Status.SENT: ready,
+        Withdrawal.Status.COMPLETED: ready or current == Withdrawal.Status.SENT,
+        Withdrawal.Status.FAILED: ready or current == Withdrawal.Status.SENT,
+    }
+    if status not in allowed:
+        raise InvalidRequest("invalid", f"Unknown status {status!r}.", field="status")
+    if current == status:
+        if status == Withdrawal.Status.COMPLETED and tx_id != withdrawal.tx_id:
+            raise Conflict("custody_mismatch", f"Withdrawal {withdrawal.pk} completed with another transaction.")
+        return withdrawal
+    if not allowed[status]:
+        log.error("custody_report_refused", withdrawal_id=withdrawal.pk, status=status, current=current)
+        raise Conflict("not_approved", f"Withdrawal {withdrawal.pk} is {current}; custody may not report it {status}.")
+    now = timezone.now()
+    if status == Withdrawal.Status.SENT:
+        withdrawal.sent_at = now
+        withdrawal.tx_id = tx_id or withdrawal.tx_id
+    elif status == Withdrawal.Status.COMPLETED:
+        if not tx_id:
+            raise InvalidRequest("required", "A completed withdrawal needs its transaction id.", field="tx_id")
+        locked = account_get(user=withdrawal.user, asset=withdrawal.asset_id, kind=Account.Kind.LOCKED)
+        moves = [
+            (locked, -withdrawal.total),
+            (account_get(user=None, asset=withdrawal.asset_id, kind=Account.Kind.WITHDRAWALS), withdrawal.amount),
+        ]
+        if withdrawal.fee:
+            moves.append((account_get(user=None, asset=withdrawal.asset_id, kind=Account.Kind.FEES), withdrawal.fee))
+        ledger_post(kind=LedgerEntry.Kind.WITHDRAWAL_SEND, reference=f"withdrawal:{withdrawal.pk}", moves=moves)
+        withdrawal.sent_at = withdrawal.sent_at or now
+        withdrawal.completed_at, withdrawal.tx_id = now, tx_id
+    else:
+        _withdrawal_return(withdrawal, status=Withdrawal.Status.FAILED, reason="custody reported a failure")
+    withdrawal.status = status
+    withdrawal.save()
+    audit_record(actor=None, action=f"withdrawal_{status}", target=f"withdrawal:{withdrawal.pk}", tx_id=tx_id)
+    return withdrawal
+
+
+# --- Balance adjustments --------------------------------------------------------------------------
 
 
 @transaction.atomic
-def withdrawal_reject(*, withdrawal_id: int, acting_user: User, note: str = "") -> Withdrawal:
-    return _withdrawal_review(withdrawal_id=withdrawal_id, acting_user=acting_user, approve=False, note=note)
+def adjustment_propose(
+    *, user: User, asset: Asset, amount: Decimal, category: str, reason: str, acting_user: User
+) -> BalanceAdjustment:
+    """The maker's half of a correction: nothing moves until another operator approves it."""
+    operator_check(acting_user, "accounts.propose_adjustment")
+    reason = _reason_required(reason)
+    if category not in BalanceAdjustment.Category.values:
+        raise InvalidRequest("invalid", f"Unknown category {category!r}.", field="category")
+    amount_check(asset=asset, amount=abs(amount))
+    if user.pk == acting_user.pk:
+        raise Forbidden("own_account", "Nobody adjusts their own balance.")
+    adjustment = BalanceAdjustment.objects.create(
+        user=user, asset=asset, amount=amount, category=category, reason=reason, proposed_by=acting_user
+    )
+    audit_record(
+        actor=acting_user,
+        action="adjustment_propose",
+        target=f"adjustment:{adjustment.pk}",
+        user=user.pk,
+        asset=asset.pk,
+        amount=str(amount),
+        category=category,
+        reason=reason,
+    )
+    return adjustment
+
+
+def _adjustment_for_checker(adjustment_id: int, acting_user: User) -> BalanceAdjustment:
+    operator_check(acting_user, "accounts.approve_adjustment")
+    adjustment = BalanceAdjustment.objects.select_for_update().get(pk=adjustment_id)
+    if adjustment.status != BalanceAdjustment.Status.PROPOSED:
+        raise Conflict("already_decided", f"Adjustment {adjustment.pk} is {adjustment.status}.")
+    if acting_user.pk in (adjustment.proposed_by_id, adjustment.user_id):
+        raise Forbidden("same_operator", "An adjustment is decided by someone other than its proposer and its user.")
+    return adjustment
+
+
+@transaction.atomic
+def adjustment_approve(*, adjustment_id: int, acting_user: User, note: str = "") -> BalanceAdjustment:
+    """The checker's half: apply the adjustment to the user's available balance, against the
+    adjustments system account. A debit larger than what is available is refused."""
+    adjustment = _adjustment_for_checker(adjustment_id, acting_user)
+    available = account_get(user=adjustment.user, asset=adjustment.asset_id, kind=Account.Kind.AVAILABLE)
+    system = account_get(user=None, asset=adjustment.asset_id, kind=Account.Kind.ADJUSTMENTS)
+    adjustment.ledger_entry = ledger_post(
+        kind=LedgerEntry.Kind.ADJUSTMENT,
+        reference=f"adjustment:{adjustment.pk}",
+        moves=[(available, adjustment.amount), (system, -adjustment.amount)],
+    )
+    adjustment.status = BalanceAdjustment.Status.APPROVED
+    adjustment.decided_by, adjustment.decided_at, adjustment.decision_note = acting_user, timezone.now(), note
+    adjustment.save()
+    audit_record(
+        actor=acting_user,
+        action="adjustment_approve",
+        target=f"adjustment:{adjustment.pk}",
+        user=adjustment.user_id,
+        asset=adjustment.asset_id,
+        amount=str(adjustment.amount),
+    )
+    return adjustment
+
+
+@transaction.atomic
+def adjustment_reject(*, adjustment_id: int, reason: str, acting_user: User) -> BalanceAdjustment:
+    reason = _reason_required(reason)
+    adjustment = _adjustment_for_checker(adjustment_id, acting_user)
+    adjustment.status = BalanceAdjustment.Status.REJECTED
+    adjustment.decided_by, adjustment.decided_at, adjustment.decision_note = acting_user, timezone.now(), reason
+    adjustment.save()
+    audit_record(actor=acting_user, action="adjustment_reject", target=f"adjustment:{adjustment.pk}", reason=reason)
+    return adjustment
+
+
+# --- Idempotency keys -----------------------------------------------------------------------------
+
+IDEMPOTENCY_KEY_HOURS = 24
+
+
+def idempotency_keys_expire() -> int:
+    cutoff = timezone.now() - timedelta(hours=IDEMPOTENCY_KEY_HOURS)
+    deleted, _ = IdempotencyKey.objects.filter(created_at__lt=cutoff).delete()
+    return deleted

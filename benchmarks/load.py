@@ -108,6 +108,7 @@ def main() -> int:
     for trader in traders:
         trader.login()
         for asset, amount in (("BTC", "100"), ("USDT", "5000000")):
+            # Declared here; the custody simulator that `make up` starts confirms them.
             trader.call("POST", "deposits/", json={"asset": asset, "amount": amount}).raise_for_status()
     while any(b["available"] == "0" for t in traders for b in t.call("GET", "balances/").json() if b["asset"] != "ETH"):
         time.sleep(0.2)

@@ -8,7 +8,9 @@ from django.contrib import admin, messages
 from django.contrib.admin.utils import label_for_field
 from django.db import models
 from django.db.models import Model, QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import reverse
 
 from exchange.api import decimal_str
 from exchange.errors import ExchangeError
@@ -34,7 +36,13 @@ class AmountsMixin(admin.options.BaseModelAdmin):
     def _decimal_names(self) -> set[str]:
         return {f.name for f in self.model._meta.fields if isinstance(f, models.DecimalField)}
 
-    def __getattr__(self, name: str) -> Callable[[Model], str | None]:
+    def __getattr__(self, name: str) -> Callable[..., object]:
+        if name.startswith("has_") and name.endswith("_permission"):
+            # An action declared with `permissions=["approve_withdrawal"]` needs the model's app's
+            # permission of that codename, and nothing broader such as `change`.
+            codename = name.removeprefix("has_").removesuffix("_permission")
+            perm = f"{self.opts.app_label}.{codename}"
+            return lambda request, obj=None: request.user.has_perm(perm)
         if not name.endswith(_AMOUNT_SUFFIX):
             raise AttributeError(name)
         field = name.removesuffix(_AMOUNT_SUFFIX)
@@ -95,11 +103,6 @@ class ReadOnlyAdmin(AmountsMixin, admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
-    def has_approve_permission(self, request: HttpRequest) -> bool:
-        """Actions that go through a service (approve, reject, cancel) need the model's change
-        permission, although the rows themselves are never edited in a form."""
-        return request.user.has_perm(f"{self.opts.app_label}.change_{self.opts.model_name}")
-
 
 class ReadOnlyInline(AmountsMixin, admin.TabularInline):
     extra = 0
@@ -111,6 +114,82 @@ class ReadOnlyInline(AmountsMixin, admin.TabularInline):
 
     def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
+
+
+class ReasonForm(forms.Form):
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        max_length=1000,
+        help_text="Kept in the audit log with your name.",
+    )
+
+
+def confirm_action(
+    modeladmin: admin.ModelAdmin,
+    request: HttpRequest,
+    queryset: QuerySet,
+    *,
+    title: str,
+    service: Callable[[Model, dict], object],
+    done: str,
+    form_class: type[forms.Form] = ReasonForm,
+) -> TemplateResponse | None:
+    """An admin action that asks first: a page listing the selected rows with a form (a reason, at
+    least); once it is filled in, `service(row, form.cleaned_data)` runs for each row."""
+    form = form_class(request.POST if "apply" in request.POST else None)
+    if "apply" in request.POST and form.is_valid():
+        run_service_action(modeladmin, request, queryset, lambda obj: service(obj, form.cleaned_data), done)
+        return None
+    context = _page_context(
+        modeladmin,
+        request,
+        title=title,
+        form=form,
+        objects=list(queryset.order_by("pk")),
+        action=request.POST.get("action", ""),
+        action_checkbox_name=admin.helpers.ACTION_CHECKBOX_NAME,
+    )
+    return TemplateResponse(request, "admin/confirm_action.html", context)
+
+
+def _page_context(
+    modeladmin: admin.ModelAdmin, request: HttpRequest, *, title: str, form: forms.Form, **extra: object
+) -> dict:
+    return {
+        **modeladmin.admin_site.each_context(request),
+        "title": title,
+        "subtitle": None,
+        "opts": modeladmin.model._meta,
+        "form": form,
+        "media": modeladmin.media + form.media,
+        **extra,
+    }
+
+
+def form_page(
+    modeladmin: admin.ModelAdmin,
+    request: HttpRequest,
+    *,
+    title: str,
+    form: forms.Form,
+    service: Callable[[dict], str],
+    intro: str = "",
+) -> HttpResponse:
+    """A page of its own for an operator action that starts from nothing selected (propose an
+    adjustment, cancel a user's orders). A refused service shows its reason on the form."""
+    if request.method == "POST" and form.is_valid():
+        try:
+            done = service(form.cleaned_data)
+        except ExchangeError as exc:
+            fields = [name for name in exc.fields if name in form.fields]
+            form.add_error(fields[0] if fields else None, exc.message)
+        else:
+            modeladmin.message_user(request, done, messages.SUCCESS)
+            return HttpResponseRedirect(
+                reverse(f"admin:{modeladmin.opts.app_label}_{modeladmin.opts.model_name}_changelist")
+            )
+    context = _page_context(modeladmin, request, title=title, form=form, intro=intro)
+    return TemplateResponse(request, "admin/form_page.html", context)
 
 
 def run_service_action(

@@ -42,8 +42,19 @@ class InsufficientFunds(ExchangeError):
         self.needed = needed
 
 
+class Forbidden(ExchangeError):
+    """The caller may not do this: a restricted user, an operator without the permission, an operator
+    acting on their own money, the same person giving both halves of a four-eyes decision."""
+
+    status_code = status.HTTP_403_FORBIDDEN
+
+
 class Conflict(ExchangeError):
     status_code = status.HTTP_409_CONFLICT
+
+
+class Unprocessable(ExchangeError):
+    status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
 
 
 class NotFound(ExchangeError):

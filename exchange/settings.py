@@ -5,6 +5,9 @@ works with nothing configured. `EXCHANGE_ENV=production` removes every default t
 or an address: a missing value stops the process at start instead of running against the wrong thing.
 """
 
+import os
+import secrets
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -26,6 +29,25 @@ PRODUCTION = EXCHANGE_ENV == "production"
 def local_default(value):
     """A development default, or none at all in production."""
     return environ.Env.NOTSET if PRODUCTION else value
+
+
+def run_secret(name: str) -> str:
+    """A development secret kept under the run folder: made (mode 0600) by the first process that
+    needs it, then read by every other, so the API and the processes that call it agree."""
+    path = RUN_DIR / name
+    for _ in range(50):
+        try:
+            RUN_DIR.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            value = path.read_text().strip()
+            if value:
+                return value
+            time.sleep(0.02)  # another process is writing it
+            continue
+        with os.fdopen(fd, "w") as file:
+            file.write(secrets.token_urlsafe(32) + "\n")
+    return path.read_text().strip()
 
 
 # Which long-running process this is (api, engine, settlement, celery, beat); shows up in
@@ -155,9 +177,9 @@ CELERY_BEAT_SCHEDULE = {
         "task": "settlement.tasks.reconcile",
         "schedule": env.float("RECONCILE_SECONDS", default=60.0),
     },
-    "credit-waiting-deposits": {
-        "task": "accounts.tasks.deposits_credit_pending",
-        "schedule": env.float("DEPOSIT_SWEEP_SECONDS", default=10.0),
+    "expire-idempotency-keys": {
+        "task": "accounts.tasks.idempotency_keys_expire",
+        "schedule": 3600.0,
     },
 }
 
@@ -201,6 +223,25 @@ ENGINE_SNAPSHOT_COMMANDS = env.int("ENGINE_SNAPSHOT_COMMANDS", default=50_000)
 # event the worker emitted but settlement never received (lost by the broker); 0 turns that off.
 ENGINE_GAP_REWIND_SECONDS = env.float("ENGINE_GAP_REWIND_SECONDS", default=10.0)
 ENGINE_DEPTH_LEVELS = env.int("ENGINE_DEPTH_LEVELS", default=50)
+
+# --- Custody ---------------------------------------------------------------------------------------
+
+# Custody signs its webhooks with this secret (HMAC-SHA256). Several, comma-separated, while rotating:
+# any of them is accepted, and the custody simulator signs with the first.
+CUSTODY_WEBHOOK_SECRETS = env.list("CUSTODY_WEBHOOK_SECRET", default=[])
+if not CUSTODY_WEBHOOK_SECRETS:
+    if PRODUCTION:
+        raise ImproperlyConfigured("CUSTODY_WEBHOOK_SECRET is required in production")
+    CUSTODY_WEBHOOK_SECRETS = [run_secret("custody-webhook-secret")]
+# How far a webhook's signed timestamp may be from now, either way.
+CUSTODY_SIGNATURE_TOLERANCE_SECONDS = env.int("CUSTODY_SIGNATURE_TOLERANCE_SECONDS", default=300)
+# Issues deposit addresses: a class with `address_for(*, user_id, asset)`.
+CUSTODY_ADAPTER = env.str("CUSTODY_ADAPTER", default=local_default("accounts.custody.DevelopmentCustody"))
+# The development custody simulator (never in production): which API it calls, how long a block is.
+CUSTODY_SIMULATOR_API = env.str(
+    "CUSTODY_SIMULATOR_API", default=f"http://127.0.0.1:{env.int('PORT', default=8000)}/api/"
+)
+CUSTODY_SIMULATOR_BLOCK_SECONDS = env.float("CUSTODY_SIMULATOR_BLOCK_SECONDS", default=1.0)
 
 SETTLEMENT_BATCH_SIZE = env.int("SETTLEMENT_BATCH_SIZE", default=500)
 # An order still pending after this many seconds is published again by the relay; the engine drops

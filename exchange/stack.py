@@ -46,7 +46,7 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_KAFKA = "127.0.0.1:9092"
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", ""}
 
-APPS = ("engine", "settlement", "celery", "beat", "api")
+APPS = ("engine", "settlement", "celery", "beat", "api", "custody")
 SERVICES = ("postgres", "redis", "kafka")
 
 
@@ -325,6 +325,15 @@ def app_specs(config: Config, env: dict[str, str] | None = None) -> list[Spec]:
             ready=lambda: http_ok(f"http://127.0.0.1:{config.port}/healthz"),
         ),
     ]
+    if env.get("EXCHANGE_ENV", "development") != "production":
+        # Plays custody and the chain through the signed webhooks; it needs the API up first.
+        specs.append(
+            Spec(
+                "custody",
+                [*manage, "run_custody_simulator"],
+                env={"CUSTODY_SIMULATOR_API": f"http://127.0.0.1:{config.port}/api/"},
+            )
+        )
     for spec in specs:
         spec.env["EXCHANGE_PROCESS"] = spec.name
     return specs

@@ -3,7 +3,16 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
-from accounts.apis import BalancesApi, DepositsApi, LogoutApi, RegisterApi, WithdrawalsApi
+from accounts.apis import (
+    BalancesApi,
+    CustodyDepositsApi,
+    CustodyWithdrawalsApi,
+    DepositAddressApi,
+    DepositsApi,
+    LogoutApi,
+    RegisterApi,
+    WithdrawalsApi,
+)
 from exchange import health
 from exchange.throttling import ScopedRateThrottle
 from matching.apis import MarketDepthApi, MarketsApi, MarketTradesApi, OrderDetailApi, OrdersApi
@@ -21,8 +30,11 @@ api = [
     path("auth/token/refresh/", TokenRefreshView.as_view(), name="token-refresh"),
     path("auth/logout/", LogoutApi.as_view(), name="logout"),
     path("balances/", BalancesApi.as_view(), name="balances"),
+    path("deposits/address/", DepositAddressApi.as_view(), name="deposit-address"),
     path("deposits/", DepositsApi.as_view(), name="deposits"),
     path("withdrawals/", WithdrawalsApi.as_view(), name="withdrawals"),
+    path("custody/deposits/", CustodyDepositsApi.as_view(), name="custody-deposits"),
+    path("custody/withdrawals/", CustodyWithdrawalsApi.as_view(), name="custody-withdrawals"),
     path("markets/", MarketsApi.as_view(), name="markets"),
     path("markets/<str:symbol>/depth/", MarketDepthApi.as_view(), name="market-depth"),
     path("markets/<str:symbol>/trades/", MarketTradesApi.as_view(), name="market-trades"),

@@ -1,11 +1,16 @@
+from django import forms
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import path
 
+from accounts.models import User
 from accounts.services import audit_record
-from exchange.admin_tools import AmountsMixin, ReadOnlyAdmin, run_service_action
+from exchange.admin_tools import AmountsMixin, ReadOnlyAdmin, ReasonForm, confirm_action, form_page, run_service_action
 from matching.models import EngineSnapshot, Market, Order, OutboxMessage
-from matching.services import market_create, market_halt, market_resume, order_cancel
+from matching.services import market_create, market_halt, market_resume, order_cancel, orders_cancel_all
 
 
 @admin.register(Market)
@@ -23,7 +28,7 @@ class MarketAdmin(AmountsMixin, admin.ModelAdmin):
     ]
     list_filter = ["status", "quote"]
     search_fields = ["symbol"]
-    actions = ["halt", "resume"]
+    actions = ["halt", "resume", "cancel_all"]
 
     # The engine counts in ticks and lots of these sizes: they are fixed once the market exists.
     # Halting and resuming go through the actions, which also tell the engine.
@@ -67,17 +72,53 @@ class MarketAdmin(AmountsMixin, admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Market | None = None) -> bool:
         return False
 
-    @admin.action(description="Halt the selected markets", permissions=["change"])
+    @admin.action(description="Halt the selected markets", permissions=["halt_market"])
     def halt(self, request: HttpRequest, queryset: QuerySet[Market]) -> None:
         run_service_action(
             self, request, queryset, lambda m: market_halt(symbol=m.pk, acting_user=request.user), "markets halted"
         )
 
-    @admin.action(description="Resume the selected markets", permissions=["change"])
+    @admin.action(description="Resume the selected markets", permissions=["halt_market"])
     def resume(self, request: HttpRequest, queryset: QuerySet[Market]) -> None:
         run_service_action(
             self, request, queryset, lambda m: market_resume(symbol=m.pk, acting_user=request.user), "markets resumed"
         )
+
+    @admin.action(description="Cancel every open order in the selected markets", permissions=["halt_market"])
+    def cancel_all(self, request: HttpRequest, queryset: QuerySet[Market]) -> TemplateResponse | None:
+        return confirm_action(
+            self,
+            request,
+            queryset,
+            title="Cancel every open order in the selected markets",
+            service=lambda m, data: orders_cancel_all(market=m.pk, reason=data["reason"], acting_user=request.user),
+            done="markets' orders sent to the engine to cancel",
+        )
+
+
+class CancelAllForm(ReasonForm):
+    username = forms.CharField(max_length=150, required=False, help_text="Empty: every user of the market.")
+    market = forms.ModelChoiceField(
+        queryset=Market.objects.order_by("symbol"), required=False, empty_label="every market"
+    )
+    field_order = ["username", "market", "reason"]
+
+    def clean_username(self) -> User | None:
+        username = self.cleaned_data["username"]
+        if not username:
+            return None
+        user = User.objects.filter(username=username).first()
+        if user is None:
+            raise forms.ValidationError("No such user.")
+        return user
+
+    def clean(self) -> dict:
+        data = super().clean()
+        if not data.get("username") and not data.get("market") and not self.errors:
+            raise forms.ValidationError("Name a user, a market, or both.")
+        if data.get("market"):
+            data["market"] = data["market"].pk
+        return data
 
 
 @admin.register(Order)
@@ -102,8 +143,40 @@ class OrderAdmin(ReadOnlyAdmin):
     raw_id_fields = ["user"]
     date_hierarchy = "created_at"
     actions = ["cancel"]
+    change_list_template = "admin/matching/order/change_list.html"
 
-    @admin.action(description="Cancel the selected orders (through the engine)", permissions=["approve"])
+    def get_urls(self) -> list:
+        view = self.admin_site.admin_view(self.cancel_all_view)
+        return [path("cancel-all/", view, name="matching_order_cancel_all"), *super().get_urls()]
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
+        can_cancel = request.user.has_perm("matching.cancel_order")
+        return super().changelist_view(request, {"can_cancel_all": can_cancel, **(extra_context or {})})
+
+    def cancel_all_view(self, request: HttpRequest) -> HttpResponse:
+        """Cancel all orders of a user, of a market, or of a user in a market."""
+        if not request.user.has_perm("matching.cancel_order"):
+            raise PermissionDenied
+
+        def cancel(data: dict) -> str:
+            count = orders_cancel_all(
+                user=data["username"], market=data["market"], reason=data["reason"], acting_user=request.user
+            )
+            return f"{count} open orders sent to the engine to cancel."
+
+        initial = {"username": request.GET.get("username", ""), "market": request.GET.get("market")}
+        form = CancelAllForm(request.POST if request.method == "POST" else None, initial=initial)
+        return form_page(
+            self,
+            request,
+            title="Cancel open orders",
+            form=form,
+            service=cancel,
+            intro="Every live order of the user (in one market, or in all), or of everyone in one market, is "
+            "cancelled through the engine; the funds they hold return when settlement applies the cancels.",
+        )
+
+    @admin.action(description="Cancel the selected orders (through the engine)", permissions=["cancel_order"])
     def cancel(self, request: HttpRequest, queryset: QuerySet[Order]) -> None:
         run_service_action(
             self,

@@ -10,7 +10,7 @@ from exchange.errors import NotFound
 from exchange.throttling import AnonRateThrottle, ScopedRateThrottle, UserRateThrottle
 from matching.models import Market, Order
 from matching.selectors import market_depth, orders_for_user
-from matching.services import order_cancel, order_place
+from matching.services import order_cancel, order_place, orders_cancel_all
 from settlement.selectors import trades_public
 
 
@@ -163,6 +163,19 @@ class OrdersApi(APIView):
         query.is_valid(raise_exception=True)
         orders = orders_for_user(user=request.user, **query.validated_data)
         return Response(OrderOutputSerializer(orders, many=True).data)
+
+    class CancelAllSerializer(serializers.Serializer):
+        symbol = serializers.CharField(max_length=32)
+
+    class CancelAllOutputSerializer(serializers.Serializer):
+        count = serializers.IntegerField(help_text="Live orders the engine was asked to cancel.")
+
+    @extend_schema(parameters=[CancelAllSerializer], responses={202: CancelAllOutputSerializer})
+    def delete(self, request: Request) -> Response:
+        query = self.CancelAllSerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        count = orders_cancel_all(user=request.user, market=_market(query.validated_data["symbol"]).symbol)
+        return Response({"count": count}, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(request=InputSerializer, responses={201: OrderOutputSerializer, 200: OrderOutputSerializer})
     def post(self, request: Request) -> Response:

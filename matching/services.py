@@ -11,10 +11,10 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from accounts.models import Asset, LedgerEntry, User
-from accounts.services import audit_record, funds_lock
-from exchange.errors import Conflict, InvalidRequest, NotFound
+from accounts.services import audit_record, funds_lock, operator_check
+from exchange.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from exchange.kafka import client, schemas, topics
-from matching.engine import AddMarket, CancelOrder, Command, Engine, HaltMarket, NewOrder, ResumeMarket
+from matching.engine import AddMarket, CancelAll, CancelOrder, Command, Engine, HaltMarket, NewOrder, ResumeMarket
 from matching.models import EngineSnapshot, Market, Order, OutboxMessage
 from matching.publisher import publisher
 
@@ -150,6 +150,8 @@ def market_create(
     acting_user: User | None = None,
 ) -> Market:
     """Create a market and tell the engine to open a book for it."""
+    if acting_user is not None:
+        operator_check(acting_user, "matching.add_market")
     if lot_size != lot_size.quantize(base.quantum):
         raise InvalidRequest("invalid_precision", f"Lot size is finer than {base.pk} allows.", field="lot_size")
     if tick_size * lot_size != (tick_size * lot_size).quantize(quote.quantum):
@@ -170,6 +172,8 @@ def market_create(
 
 
 def _market_set_status(*, symbol: str, status: str, acting_user: User | None) -> Market:
+    if acting_user is not None:
+        operator_check(acting_user, "matching.halt_market")
     market = Market.objects.select_for_update().get(pk=symbol)
     if market.status == status:
         return market
@@ -297,6 +301,8 @@ def order_place(
     existing = Order.objects.filter(user=user, cid=cid).first()
     if existing is not None:
         return existing, False
+    if user.trading_restricted:
+        raise Forbidden("trading_restricted", "Trading is restricted on this account.")
     market = Market.objects.select_related("base", "quote").filter(pk=symbol).first()
     if market is None:
         raise InvalidRequest("unknown_symbol", f"No market {symbol!r}.", field="symbol")
@@ -365,8 +371,50 @@ def order_cancel(*, user: User, order_id: int, acting_user: User | None = None) 
             )
         )
     if acting_user is not None:
+        operator_check(acting_user, "matching.cancel_order")
         audit_record(actor=acting_user, action="order_cancel", target=f"order:{order.pk}")
     return order
+
+
+@transaction.atomic
+def orders_cancel_all(
+    *, user: User | None = None, market: str | None = None, acting_user: User | None = None, reason: str = ""
+) -> int:
+    """Cancel every live order of a user, of a market, or of a user in a market, through the engine's
+    cancel-all; return how many orders it asked to cancel.
+
+    Each order is also marked as asked to cancel, so an order the engine has not seen yet (still
+    pending, or published after the cancel-all) is cancelled one by one by the relay's resend.
+    `acting_user` is the operator when this comes from the admin; it is checked and audited.
+    """
+    if user is None and market is None:
+        raise InvalidRequest("invalid", "Name a user, a market, or both.")
+    if acting_user is not None:
+        operator_check(acting_user, "matching.cancel_order")
+        if user is None:
+            operator_check(acting_user, "matching.halt_market")
+    if market is not None and not Market.objects.filter(pk=market).exists():
+        raise InvalidRequest("unknown_symbol", f"No market {market!r}.", field="symbol")
+    live = Order.objects.select_for_update().filter(status__in=Order.LIVE_STATUSES).order_by("pk")
+    if user is not None:
+        live = live.filter(user=user)
+    if market is not None:
+        live = live.filter(market_id=market)
+    now = timezone.now()
+    rows = list(live.values_list("pk", "market_id", "user_id"))
+    Order.objects.filter(pk__in=[pk for pk, _, _ in rows], cancel_requested_at__isnull=True).update(
+        cancel_requested_at=now, updated_at=now
+    )
+    pairs = {(market_id, user_id) for _, market_id, user_id in rows}
+    count = len(rows)
+    for market_id, user_id in sorted(pairs):
+        outbox_add(CancelAll(market=market_id, user_id=user_id, ts=millis(now)))
+    if acting_user is not None:
+        target = f"user:{user.pk}" if user is not None else f"market:{market}"
+        audit_record(
+            actor=acting_user, action="orders_cancel_all", target=target, market=market, count=count, reason=reason
+        )
+    return count
 
 
 # --- Engine snapshots -----------------------------------------------------------------------------

@@ -55,7 +55,7 @@ class AlertAdmin(ReadOnlyAdmin):
     search_fields = ["message", "market"]
     actions = ["resolve"]
 
-    @admin.action(description="Mark the selected alerts resolved", permissions=["approve"])
+    @admin.action(description="Mark the selected alerts resolved", permissions=["resolve_alert"])
     def resolve(self, request: HttpRequest, queryset: QuerySet[Alert]) -> None:
         run_service_action(
             self, request, queryset, lambda a: alert_resolve(alert_id=a.pk, acting_user=request.user), "alerts resolved"

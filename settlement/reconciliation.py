@@ -13,7 +13,7 @@ from django.db import connection, transaction
 from django.db.models import Case, DecimalField, F, OuterRef, Subquery, Sum, Value, When
 from django.db.models.functions import Coalesce
 
-from accounts.models import Account, LedgerLine, Withdrawal
+from accounts.models import Account, BalanceAdjustment, Deposit, LedgerEntry, LedgerLine, Withdrawal
 from matching.engine import GENESIS_HASH, canonical, chain_hash, event_from_dict
 from matching.models import Order
 from settlement.models import Alert, EngineEvent, ReconciliationRun, SettlementCursor, Trade
@@ -88,9 +88,9 @@ def _locked_matches_commitments() -> Check:
         key = (row["user_id"], row["asset"])
         commitments[key] = commitments.get(key, Decimal(0)) + row["total"]
     withdrawals = (
-        Withdrawal.objects.filter(status=Withdrawal.Status.PENDING)
+        Withdrawal.objects.filter(status__in=Withdrawal.OPEN_STATUSES)
         .values("user_id", "asset_id")
-        .annotate(total=Sum("amount"))
+        .annotate(total=Sum(F("amount") + F("fee")))
         .order_by()
     )
     for row in withdrawals:
@@ -108,6 +108,50 @@ def _locked_matches_commitments() -> Check:
         held, needed = locked.get(key, Decimal(0)), commitments.get(key, Decimal(0))
         if held != needed:
             result.add(f"user {key[0]} {key[1]}: locked {held}, orders and withdrawals hold {needed}")
+    return result
+
+
+def _posted(kind: str, account_kind: str, prefix: str) -> dict[int, Decimal]:
+    """What ledger entries of `kind` moved on the system account of `account_kind`, per record id
+    (their reference is `<prefix>:<id>`)."""
+    rows = (
+        LedgerLine.objects.filter(entry__kind=kind, account__kind=account_kind)
+        .values("entry__reference")
+        .annotate(total=Sum("amount"))
+        .order_by()
+    )
+    return {int(row["entry__reference"].removeprefix(f"{prefix}:")): row["total"] for row in rows}
+
+
+def _movements_match_ledger() -> Check:
+    """Money that crossed the exchange's edge, or was corrected by hand, is in the ledger exactly as
+    its record says: every credited deposit once, every completed withdrawal once, every approved
+    adjustment once, and nothing else."""
+    expected = {
+        "deposit": (
+            dict(Deposit.objects.filter(status=Deposit.Status.CREDITED).values_list("pk", "amount")),
+            {pk: -total for pk, total in _posted(LedgerEntry.Kind.DEPOSIT, Account.Kind.DEPOSITS, "deposit").items()},
+        ),
+        "withdrawal": (
+            dict(Withdrawal.objects.filter(status=Withdrawal.Status.COMPLETED).values_list("pk", "amount")),
+            _posted(LedgerEntry.Kind.WITHDRAWAL_SEND, Account.Kind.WITHDRAWALS, "withdrawal"),
+        ),
+        "adjustment": (
+            dict(
+                BalanceAdjustment.objects.filter(status=BalanceAdjustment.Status.APPROVED).values_list("pk", "amount")
+            ),
+            {
+                pk: -total
+                for pk, total in _posted(LedgerEntry.Kind.ADJUSTMENT, Account.Kind.ADJUSTMENTS, "adjustment").items()
+            },
+        ),
+    }
+    result = Check("deposits, withdrawals and adjustments match the ledger")
+    for what, (records, posted) in expected.items():
+        result.checked += len(records)
+        for pk in sorted(set(records) | set(posted)):
+            if records.get(pk) != posted.get(pk):
+                result.add(f"{what} {pk}: its record says {records.get(pk)}, the ledger moved {posted.get(pk)}")
     return result
 
 
@@ -189,6 +233,7 @@ CHECKS = (
     _ledger_sums_to_zero,
     _balances_equal_lines,
     _locked_matches_commitments,
+    _movements_match_ledger,
     _orders_consistent,
     _events_settled_once,
     _hash_chains_verify,

@@ -74,8 +74,10 @@ def operations_overview() -> dict:
         "markets": markets,
         "alerts": alerts,
         "alerts_total": sum(alerts.values()),
-        "withdrawals_pending": Withdrawal.objects.filter(status=Withdrawal.Status.PENDING).count(),
-        "deposits_awaiting": Deposit.objects.filter(status=Deposit.Status.AWAITING_APPROVAL).count(),
+        "withdrawals_pending": Withdrawal.objects.filter(
+            Q(status=Withdrawal.Status.REQUESTED) | Q(status=Withdrawal.Status.APPROVED, needs_second_approval=True)
+        ).count(),
+        "deposits_awaiting": Deposit.objects.filter(status__in=[Deposit.Status.HELD, Deposit.Status.UNMATCHED]).count(),
         "outbox_unpublished": OutboxMessage.objects.filter(published_at__isnull=True).count(),
         "orders": dict(Order.objects.values_list("status").annotate(n=Count("id")).order_by()),
         "engine_commands": engine.get("commands"),

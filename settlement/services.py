@@ -20,7 +20,7 @@ from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from accounts.models import Account, LedgerEntry, User
-from accounts.services import account_get, accounts_lock, audit_record, funds_release, ledger_post
+from accounts.services import account_get, accounts_lock, audit_record, funds_release, ledger_post, operator_check
 from exchange.kafka import schemas
 from matching.engine import Event, canonical, chain_hash, event_from_dict
 from matching.models import Market, Order
@@ -396,6 +396,7 @@ def markets_with_backlog() -> list[str]:
 
 @transaction.atomic
 def alert_resolve(*, alert_id: int, acting_user: User) -> Alert:
+    operator_check(acting_user, "settlement.resolve_alert")
     alert = Alert.objects.select_for_update().get(pk=alert_id)
     if alert.resolved_at is None:
         alert.resolved_at = timezone.now()

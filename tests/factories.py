@@ -27,6 +27,12 @@ class AssetFactory(DjangoModelFactory):
     symbol = factory.Sequence(lambda n: f"A{n}")
     name = factory.LazyAttribute(lambda a: a.symbol)
     decimals = 8
+    # Open rules, so that tests which are not about them are not stopped by them; the tests of the
+    # rules tighten them.
+    deposit_confirmations = 1
+    deposit_review_threshold = Decimal("1000000000")
+    withdrawals_enabled = True
+    withdrawal_four_eyes_threshold = Decimal("1000000000")
 
 
 class MarketFactory(DjangoModelFactory):

@@ -1,16 +1,34 @@
 """Fixtures of the suite, loaded by tests/conftest.py whenever Django is configured."""
 
+import json
+import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import suppress
 from decimal import Decimal
+from types import SimpleNamespace
 
 import pytest
 from django.conf import settings
+from django.contrib.auth.models import Permission
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import RefreshToken
 
-from accounts.models import Account, Asset, Deposit, LedgerEntry, LedgerLine, User, Withdrawal
-from accounts.services import deposit_create, deposit_credit
+from accounts.custody import signature_header
+from accounts.models import (
+    Account,
+    Asset,
+    AuditLog,
+    BalanceAdjustment,
+    Deposit,
+    IdempotencyKey,
+    LedgerEntry,
+    LedgerLine,
+    User,
+    UserRestriction,
+    Withdrawal,
+)
+from accounts.services import deposit_address_get, deposit_report
 from matching.models import Market, Order, OutboxMessage
 from tests.e2e.harness import Exchange
 from tests.factories import MarketFactory, UserFactory
@@ -44,15 +62,23 @@ def make_user(db: None) -> Callable[..., User]:
     return UserFactory
 
 
+def custody_credit(user: User, asset: str, amount: str, **options: object) -> Deposit:
+    """Credit `amount` of `asset` to `user` the only way money enters: custody reports a confirmed
+    transfer to the user's deposit address."""
+    asset_obj = Asset.objects.get(pk=asset)
+    deposit, _ = deposit_report(
+        asset=asset_obj,
+        address=deposit_address_get(user=user, asset=asset_obj).address,
+        amount=Decimal(amount),
+        tx_id=str(options.get("tx_id") or f"tx-{uuid.uuid4().hex}"),
+        confirmations=int(options.get("confirmations", asset_obj.deposit_confirmations)),
+    )
+    return deposit
+
+
 @pytest.fixture
-def fund() -> Callable[[User, str, str], Deposit]:
-    """Credit `amount` of `asset` to `user` the way a deposit does."""
-
-    def credit(user: User, asset: str, amount: str) -> Deposit:
-        deposit, _ = deposit_create(user=user, asset=Asset.objects.get(pk=asset), amount=Decimal(amount))
-        return deposit_credit(deposit_id=deposit.pk)
-
-    return credit
+def fund() -> Callable[..., Deposit]:
+    return custody_credit
 
 
 @pytest.fixture
@@ -78,8 +104,13 @@ def money_state() -> dict:
         "ledger_lines": LedgerLine.objects.count(),
         "orders": sorted(Order.objects.values_list("id", "status", "locked", "filled")),
         "outbox": OutboxMessage.objects.count(),
-        "deposits": Deposit.objects.count(),
-        "withdrawals": Withdrawal.objects.count(),
+        "deposits": sorted(Deposit.objects.values_list("id", "status", "user_id", "amount", "confirmations")),
+        "withdrawals": sorted(Withdrawal.objects.values_list("id", "status", "approved_by", "second_approved_by")),
+        "adjustments": sorted(BalanceAdjustment.objects.values_list("id", "status")),
+        "restrictions": sorted(UserRestriction.objects.values_list("id", "lifted_at")),
+        "idempotency_keys": IdempotencyKey.objects.count(),
+        "audit": AuditLog.objects.count(),
+        "users": sorted(User.objects.values_list("id", "trading_restricted", "withdrawals_restricted")),
     }
 
 
@@ -124,3 +155,50 @@ def pytest_runtest_makereport(item, call):
     report = outcome.get_result()
     if report.when == "call" and report.failed and "exchange" in item.fixturenames:
         report.sections.append(("process logs", item.funcargs["exchange"].logs()))
+
+
+@pytest.fixture
+def custody(api: APIClient) -> Callable[..., object]:
+    """Call a custody webhook as custody does: the JSON body signed with the custody secret.
+
+    `secret`, `skew` (seconds added to the timestamp) or a whole `header` replace the right ones, to
+    play an impostor."""
+
+    def call(path: str, body: dict | None = None, *, method: str = "POST", **forged: object):
+        raw = json.dumps(body).encode() if body is not None else b""
+        header = forged.get("header")
+        if header is None:
+            header = signature_header(
+                raw,
+                secret=str(forged.get("secret") or settings.CUSTODY_WEBHOOK_SECRETS[0]),
+                timestamp=int(time.time()) + int(forged.get("skew", 0)),
+            )
+        extra = {"HTTP_X_CUSTODY_SIGNATURE": header} if header else {}
+        return api.generic(method, f"/api/custody/{path}", raw, content_type="application/json", **extra)
+
+    return call
+
+
+def staff_user(username: str, *codenames: str) -> User:
+    user = UserFactory(username=username, is_staff=True)
+    permissions = Permission.objects.filter(codename__in=codenames)
+    assert permissions.count() == len(codenames), f"unknown permission among {codenames}"
+    user.user_permissions.add(*permissions)
+    return User.objects.get(pk=user.pk)  # no stale permission cache
+
+
+@pytest.fixture
+def operators(db: None) -> SimpleNamespace:
+    """Staff with the permissions of their role: two in finance, for the four-eyes rules."""
+    finance = (
+        *("approve_withdrawal", "release_deposit", "propose_adjustment", "approve_adjustment"),
+        *("view_withdrawal", "view_deposit", "view_balanceadjustment", "view_user"),
+    )
+    markets = ("cancel_order", "halt_market", "resolve_alert", "add_market", "view_order", "view_market")
+    return SimpleNamespace(
+        finance=staff_user("finance_one", *finance),
+        finance2=staff_user("finance_two", *finance),
+        support=staff_user("support_one", "view_user", "view_order", "view_account"),
+        compliance=staff_user("compliance_one", "restrict_user", "view_user"),
+        markets=staff_user("markets_one", *markets),
+    )

@@ -12,6 +12,8 @@ os.environ.setdefault("THROTTLE_ANON", "100000/minute")
 os.environ.setdefault("THROTTLE_USER", "100000/minute")
 os.environ.setdefault("THROTTLE_ORDERS", "100000/minute")
 os.environ.setdefault("THROTTLE_AUTH", "100000/minute")
+# The secret custody signs with; the end-to-end processes, started with this environment, share it.
+os.environ.setdefault("CUSTODY_WEBHOOK_SECRET", f"test-custody-secret-{RUN_ID}")
 
 from exchange.settings import *  # noqa: E402, F403
 

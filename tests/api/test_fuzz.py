@@ -1,5 +1,7 @@
 """Schemathesis against the API's own OpenAPI schema: whatever a client sends, in or out of the
-schema, the answer is never a server error."""
+schema, the answer is never a server error, and no money enters or leaves the exchange's books."""
+
+from decimal import Decimal
 
 import pytest
 import schemathesis
@@ -9,6 +11,7 @@ from hypothesis import HealthCheck, settings
 from rest_framework_simplejwt.tokens import RefreshToken
 from schemathesis.checks import not_a_server_error
 
+from accounts.models import Account
 from exchange.wsgi import application
 
 schema = schemathesis.openapi.from_wsgi("/api/schema/", application)
@@ -33,7 +36,16 @@ def bearer(in_process, make_user, fund) -> dict[str, str]:
     return {"Authorization": f"Bearer {RefreshToken.for_user(user).access_token}"}
 
 
+def outside_money() -> dict[tuple[str, str], Decimal]:
+    """The accounts money enters by: custody's deposits and operators' approved adjustments. A
+    user's own request, whatever it is, never moves them."""
+    kinds = [Account.Kind.DEPOSITS, Account.Kind.ADJUSTMENTS]
+    return {(a, k): b for a, k, b in Account.objects.filter(kind__in=kinds).values_list("asset_id", "kind", "balance")}
+
+
 @schema.parametrize()
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
-def test_no_request_makes_the_api_fail(case, bearer):
+def test_no_request_makes_the_api_fail_or_moves_money_across_the_edge(case, bearer):
+    before = outside_money()
     case.call_and_validate(headers=bearer, checks=[not_a_server_error])
+    assert outside_money() == before

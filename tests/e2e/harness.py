@@ -8,6 +8,7 @@ machine's PostgreSQL, Redis and Kafka broker.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -24,6 +25,7 @@ import psycopg
 import requests
 from kafka import KafkaConsumer, TopicPartition
 
+from accounts.custody import SIGNATURE_HEADER, signature_header
 from exchange import stack
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -147,7 +149,7 @@ class Exchange:
             proc.wait()
 
     def stop(self) -> None:
-        for name in ("api", "beat", "celery", "settlement", "engine"):
+        for name in ("custody", "api", "beat", "celery", "settlement", "engine"):
             if name in self.procs:
                 self.signal(name)
 
@@ -234,6 +236,16 @@ class Exchange:
 
     # --- API --------------------------------------------------------------------------------------
 
+    def custody(self, path: str, body: dict | None = None, *, method: str = "POST") -> requests.Response:
+        """Call a custody webhook as custody does, signed with the custody secret."""
+        raw = json.dumps(body).encode() if body is not None else b""
+        secret = self.env["CUSTODY_WEBHOOK_SECRET"].split(",")[0]
+        headers = {
+            SIGNATURE_HEADER: signature_header(raw, secret=secret, timestamp=int(time.time())),
+            "Content-Type": "application/json",
+        }
+        return self.http.request(method, f"{self.base}/api/custody/{path}", data=raw, headers=headers)
+
     def register(self, prefix: str = "trader") -> Trader:
         username = f"{prefix}_{uuid.uuid4().hex[:8]}"
         answer = self.http.post(
@@ -266,11 +278,21 @@ class Trader:
         return answer
 
     def deposit(self, asset: str, amount: str) -> dict:
-        answer = self.call("POST", "deposits/", json={"asset": asset, "amount": amount})
+        """Declare a deposit, then report it confirmed as custody does (the custody simulator may
+        report it too; custody's reports are idempotent), and wait until it is credited."""
+        tx_id = f"0x{uuid.uuid4().hex}"
+        answer = self.call("POST", "deposits/", json={"asset": asset, "amount": amount, "tx_id": tx_id})
         assert answer.status_code == 201, answer.text
         deposit = answer.json()
+        address = self.call("GET", "deposits/address/", params={"asset": asset}).json()["address"]
+        reported = self.exchange.custody(
+            "deposits/", {"asset": asset, "address": address, "amount": amount, "tx_id": tx_id, "confirmations": 100}
+        )
+        assert reported.status_code in (200, 201), reported.text
         eventually(
-            lambda: self.call("GET", "deposits/").json()[0]["status"] == "credited",
+            lambda: (
+                {d["id"]: d["status"] for d in self.call("GET", "deposits/").json()}.get(deposit["id"]) == "credited"
+            ),
             what=f"deposit {deposit['id']} to be credited",
         )
         return deposit

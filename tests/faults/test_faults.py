@@ -7,7 +7,6 @@ PostgreSQL to be exactly the trades one uninterrupted engine produces from the s
 
 import random
 import signal
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ from decimal import Decimal
 import pytest
 from kafka import KafkaProducer
 
+from tests.concurrency import at_once
 from tests.e2e.harness import Exchange, eventually
 from tests.faults.harness import (
     PrivateServices,
@@ -243,28 +243,12 @@ def test_a_postgres_restart_while_orders_come_in_answers_503_and_half_writes_not
     assert_nothing_lost_or_doubled(exchange, traffic)
 
 
-def _at_once(calls: list) -> list:
-    """Run the calls in threads released together; their results in order."""
-    barrier = threading.Barrier(len(calls))
-    results: list = [None] * len(calls)
-
-    def run(index: int) -> None:
-        barrier.wait()
-        results[index] = calls[index]()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    return results
-
-
 def test_fifty_concurrent_orders_each_needing_the_whole_balance_accept_exactly_one(exchange: Exchange) -> None:
     trader = exchange.register("allin")
     trader.deposit("USDT", "500")
-    body = {"symbol": "BTC_USDT", "side": "Buy", "order_type": "Limit", "price": "50000", "quantity": "0.01"}
-    answers = _at_once(
+    # Far below where the other tests' traders sell, so the one order that is accepted rests unfilled.
+    body = {"symbol": "BTC_USDT", "side": "Buy", "order_type": "Limit", "price": "100", "quantity": "5"}
+    answers = at_once(
         [
             lambda: trader.call("POST", "orders/", json={**body, "cid": f"allin_{uuid.uuid4().hex[:20]}"})
             for _ in range(50)
@@ -287,13 +271,16 @@ def test_a_withdrawal_and_an_order_racing_for_the_same_funds_never_both_succeed(
             "symbol": "BTC_USDT",
             "side": "Buy",
             "order_type": "Limit",
-            "price": "40000",
-            "quantity": "0.0125",
+            "price": "100",
+            "quantity": "5",
         }
-        withdraw, place = _at_once(
+        withdraw, place = at_once(
             [
                 lambda t=trader: t.call(
-                    "POST", "withdrawals/", json={"asset": "USDT", "amount": "500", "address": "T9"}
+                    # 499 and the 1 USDT fee: the whole balance, like the order.
+                    "POST",
+                    "withdrawals/",
+                    json={"asset": "USDT", "amount": "499", "address": "0x" + "ab" * 20},
                 ),
                 lambda t=trader, o=order: t.call("POST", "orders/", json=o),
             ]

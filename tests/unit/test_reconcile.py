@@ -5,7 +5,14 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import IntegrityError, transaction
 
-from accounts.models import Account, Deposit, LedgerEntry, LedgerLine
+from accounts.models import Account, Asset, BalanceAdjustment, Deposit, LedgerEntry, LedgerLine, Withdrawal
+from accounts.services import (
+    adjustment_approve,
+    adjustment_propose,
+    withdrawal_approve,
+    withdrawal_report,
+    withdrawal_request,
+)
 from matching.models import Order
 from settlement.models import Alert, EngineEvent, ReconciliationRun, Trade
 from settlement.reconciliation import reconciliation_checks, reconciliation_run
@@ -15,16 +22,30 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def busy(pipeline, alice, bob, fund):
-    """Trades, a partial fill, a resting order and a pending withdrawal, all settled."""
-    from accounts.services import withdrawal_request
-
+def busy(pipeline, alice, bob, fund, operators):
+    """Trades, a partial fill, a resting order, a pending and a completed withdrawal with a fee, and
+    an approved balance adjustment, all settled."""
     place(alice, "sell1", "sell", "50000", "0.01")
     place(bob, "buy1", "buy", "50000", "0.004")
     place(bob, "buy2", "buy", "49000", "0.002")
     place(alice, "sell2", "sell", "51000", "0.003")
     pipeline.run()
-    withdrawal_request(user=bob, asset=bob.accounts.first().asset, amount=Decimal("1"), address="x")
+    usdt = Asset.objects.get(pk="USDT")
+    Asset.objects.filter(pk="USDT").update(withdrawal_fee=Decimal("0.5"))
+    usdt.refresh_from_db()
+    withdrawal_request(user=bob, asset=usdt, amount=Decimal("1"), address="addressofbob01")
+    sent = withdrawal_request(user=bob, asset=usdt, amount=Decimal("2"), address="addressofbob01")
+    withdrawal_approve(withdrawal_id=sent.pk, acting_user=operators.finance)
+    withdrawal_report(withdrawal_id=sent.pk, status="completed", tx_id="0xsent")
+    adjustment = adjustment_propose(
+        user=alice,
+        asset=usdt,
+        amount=Decimal("-3"),
+        category="correction",
+        reason="double credit",
+        acting_user=operators.finance,
+    )
+    adjustment_approve(adjustment_id=adjustment.pk, acting_user=operators.finance2)
     return pipeline
 
 
@@ -57,6 +78,31 @@ def test_locked_funds_no_order_accounts_for_are_found(busy):
     Order.objects.filter(pk=order.pk).update(locked=order.locked - Decimal("0.001"))
     [problem] = failures()["locked equals what open orders and pending withdrawals hold"]
     assert problem.startswith(f"user {order.user_id} ")
+
+
+MOVEMENTS = "deposits, withdrawals and adjustments match the ledger"
+
+
+def test_a_deposit_marked_credited_without_its_ledger_entry_is_named(busy, bob):
+    deposit = Deposit.objects.create(user=bob, asset_id="BTC", amount=7, tx_id="0xnever", status="credited")
+    assert failures()[MOVEMENTS] == [
+        f"deposit {deposit.pk}: its record says 7.000000000000000000, the ledger moved None"
+    ]
+
+
+def test_a_completed_withdrawal_whose_amount_was_changed_is_named(busy):
+    withdrawal = Withdrawal.objects.get(status="completed")
+    Withdrawal.objects.filter(pk=withdrawal.pk).update(amount=Decimal("1.5"))
+    assert failures()[MOVEMENTS] == [
+        f"withdrawal {withdrawal.pk}: its record says 1.500000000000000000, the ledger moved 2.000000000000000000"
+    ]
+
+
+def test_an_adjustment_posted_without_an_approval_is_named(busy):
+    adjustment = BalanceAdjustment.objects.get()
+    BalanceAdjustment.objects.filter(pk=adjustment.pk).update(status="rejected", ledger_entry=None)
+    [problem] = failures()[MOVEMENTS]
+    assert problem.startswith(f"adjustment {adjustment.pk}: its record says None")
 
 
 def test_a_lost_trade_row_is_named(busy):
