@@ -38,6 +38,7 @@ from accounts.services import (
 from exchange.admin_tools import (
     AmountFormField,
     AmountsMixin,
+    ChangeHistoryMixin,
     ReadOnlyAdmin,
     ReadOnlyInline,
     ReasonForm,
@@ -95,7 +96,7 @@ class UserRestrictionActions:
 
 
 @admin.register(User)
-class UserAdmin(UserRestrictionActions, DjangoUserAdmin):
+class UserAdmin(UserRestrictionActions, ChangeHistoryMixin, DjangoUserAdmin):
     list_display = [
         "username",
         "email",
@@ -129,7 +130,7 @@ class AssetForm(forms.ModelForm):
 
 
 @admin.register(Asset)
-class AssetAdmin(AmountsMixin, admin.ModelAdmin):
+class AssetAdmin(ChangeHistoryMixin, AmountsMixin, admin.ModelAdmin):
     form = AssetForm
     list_display = [
         "symbol",
@@ -443,7 +444,7 @@ class BalanceAdjustmentAdmin(ReadOnlyAdmin):
 
 
 @admin.register(UserRestriction)
-class UserRestrictionAdmin(ReadOnlyAdmin):
+class UserRestrictionAdmin(ChangeHistoryMixin, ReadOnlyAdmin):
     list_display = ["user", "kind", "reason", "created_by", "created_at", "lifted_by", "lifted_at"]
     list_filter = ["kind", ("lifted_at", admin.EmptyFieldListFilter), "created_at"]
     search_fields = ["user__username", "=user__id"]

@@ -9,13 +9,21 @@ does not sum to zero per asset.
 
 from decimal import Decimal
 
+import pghistory
+import pgtrigger
 from django.conf import settings
-from django.contrib.auth.models import AbstractUser
+from django.contrib.auth.models import AbstractUser, Group
 from django.db import models
 from django.db.models import F, Q
 
 AMOUNT_DIGITS = 38
 AMOUNT_PLACES = 18
+
+
+def append_only(name: str) -> pgtrigger.Protect:
+    """PostgreSQL itself refuses to change or delete a row of the table (evidence must stay as it
+    was written); only inserts go through."""
+    return pgtrigger.Protect(name=name, operation=pgtrigger.Update | pgtrigger.Delete)
 
 
 def AmountField(**kwargs) -> models.DecimalField:  # noqa: N802 - reads like a field class
@@ -24,6 +32,13 @@ def AmountField(**kwargs) -> models.DecimalField:  # noqa: N802 - reads like a f
     return models.DecimalField(**kwargs)
 
 
+@pghistory.track(
+    # Staff accounts from their creation on; traders' accounts only once they become staff.
+    pghistory.InsertEvent(condition=pghistory.Q(new__is_staff=True) | pghistory.Q(new__is_superuser=True)),
+    pghistory.UpdateEvent(condition=pghistory.AnyChange("is_staff", "is_superuser", "is_active")),
+    fields=["username", "is_staff", "is_superuser", "is_active"],
+    model_name="StaffFlagsEvent",
+)
 class User(AbstractUser):
     # Caches of the user's active `UserRestriction` rows, written only by the restriction services in
     # the same transaction, so that placing an order or a withdrawal needs no extra query to check them.
@@ -41,6 +56,7 @@ class User(AbstractUser):
 DEFAULT_ADDRESS_REGEX = r"^[A-Za-z0-9]{8,128}$"
 
 
+@pghistory.track()
 class Asset(models.Model):
     symbol = models.CharField(max_length=16, primary_key=True)
     name = models.CharField(max_length=64, blank=True)
@@ -165,6 +181,7 @@ class LedgerEntry(models.Model):
 
     class Meta:
         verbose_name_plural = "ledger entries"
+        triggers = [append_only("ledger_entry_append_only")]
 
     def __str__(self) -> str:
         return f"{self.kind} {self.reference}"
@@ -181,6 +198,7 @@ class LedgerLine(models.Model):
         indexes = [models.Index(fields=["account", "entry"]), models.Index(fields=["asset"])]
         constraints = [models.CheckConstraint(condition=~Q(amount=0), name="ledger_line_not_zero")]
         permissions = [("export_ledgerline", "Can export ledger lines")]
+        triggers = [append_only("ledger_line_append_only")]
 
     def __str__(self) -> str:
         return f"{self.account} {self.amount:+}"
@@ -417,6 +435,7 @@ class BalanceAdjustment(models.Model):
         return f"adjustment {self.pk} {self.amount:+} {self.asset_id} ({self.status})"
 
 
+@pghistory.track()
 class UserRestriction(models.Model):
     """A stop on one user's trading or withdrawals, with why, who and when; lifted, it stays as history."""
 
@@ -481,6 +500,30 @@ class AuditLog(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         permissions = [("export_auditlog", "Can export audit rows")]
+        triggers = [append_only("audit_log_append_only")]
 
     def __str__(self) -> str:
         return f"{self.action} {self.target}"
+
+
+# Who is in which staff group and holds which permission: every grant and every removal, through
+# proxies of the many-to-many tables (the way django-pghistory tracks them).
+_GRANTS = (pghistory.InsertEvent("grant"), pghistory.DeleteEvent("revoke"))
+
+
+@pghistory.track(*_GRANTS, obj_field=None, model_name="StaffGroupEvent")
+class StaffGroup(User.groups.through):
+    class Meta:
+        proxy = True
+
+
+@pghistory.track(*_GRANTS, obj_field=None, model_name="StaffPermissionEvent")
+class StaffPermission(User.user_permissions.through):
+    class Meta:
+        proxy = True
+
+
+@pghistory.track(*_GRANTS, obj_field=None, model_name="GroupPermissionEvent")
+class GroupPermission(Group.permissions.through):
+    class Meta:
+        proxy = True

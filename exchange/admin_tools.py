@@ -89,6 +89,17 @@ class AmountsMixin(admin.options.BaseModelAdmin):
         return shown
 
 
+class ChangeHistoryMixin(admin.options.BaseModelAdmin):
+    """A "Change history" link on the rows whose every change django-pghistory keeps (assets,
+    markets, restrictions, staff), to the events page filtered to that row."""
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None
+    ) -> HttpResponse:
+        url = f"{reverse('admin:pghistory_events_changelist')}?obj={self.opts.label_lower}:{object_id}"
+        return super().change_view(request, object_id, form_url, {"change_history_url": url, **(extra_context or {})})
+
+
 class ReadOnlyAdmin(AmountsMixin, admin.ModelAdmin):
     """Money history: operators can look, filter and search, never add, edit or delete."""
 

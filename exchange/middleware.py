@@ -3,6 +3,7 @@ from collections.abc import Callable
 import structlog
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from pghistory.middleware import HistoryMiddleware
 
 from exchange.errors import error_body
 
@@ -31,3 +32,15 @@ class DatabaseUnavailableMiddleware:
         )
         response["Retry-After"] = "5"
         return response
+
+
+class AdminHistoryMiddleware(HistoryMiddleware):
+    """Attach the operator and the page to the history of what they change in the admin.
+
+    Only the admin changes tracked rows (assets, markets, restrictions, staff), so the API's requests
+    skip the context and the statement it adds to each transaction."""
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.path.startswith("/admin/"):
+            return super().__call__(request)
+        return self.get_response(request)

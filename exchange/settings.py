@@ -71,6 +71,9 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "pgtrigger",
+    "pghistory",
+    "pghistory.admin",
     "accounts",
     "matching",
     "settlement",
@@ -85,8 +88,14 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "exchange.middleware.AdminHistoryMiddleware",
     "exchange.middleware.DatabaseUnavailableMiddleware",
 ]
+
+# History (django-pghistory) of the rules operators change: assets, markets, restrictions and staff
+# permissions. Its event tables are append-only, like the ledger and the audit log.
+PGHISTORY_APPEND_ONLY = True
+PGHISTORY_ADMIN_ALL_EVENTS = True
 
 ROOT_URLCONF = "exchange.urls"
 

@@ -8,13 +8,21 @@ from django.urls import path
 
 from accounts.models import User
 from accounts.services import audit_record
-from exchange.admin_tools import AmountsMixin, ReadOnlyAdmin, ReasonForm, confirm_action, form_page, run_service_action
+from exchange.admin_tools import (
+    AmountsMixin,
+    ChangeHistoryMixin,
+    ReadOnlyAdmin,
+    ReasonForm,
+    confirm_action,
+    form_page,
+    run_service_action,
+)
 from matching.models import EngineSnapshot, Market, Order, OutboxMessage
 from matching.services import market_create, market_halt, market_resume, order_cancel, orders_cancel_all
 
 
 @admin.register(Market)
-class MarketAdmin(AmountsMixin, admin.ModelAdmin):
+class MarketAdmin(ChangeHistoryMixin, AmountsMixin, admin.ModelAdmin):
     list_display = [
         "symbol",
         "base",

@@ -1,5 +1,6 @@
 from decimal import Decimal
 
+import pghistory
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
@@ -7,6 +8,7 @@ from django.db.models import Q
 from accounts.models import AmountField, Asset
 
 
+@pghistory.track()
 class Market(models.Model):
     class Status(models.TextChoices):
         ACTIVE = "active"

@@ -1,8 +1,9 @@
+import pgtrigger
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from accounts.models import AmountField
+from accounts.models import AmountField, append_only
 from matching.models import Market, Order
 
 
@@ -25,6 +26,21 @@ class EngineEvent(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["market", "seq"], name="engine_event_unique_seq"),
             models.CheckConstraint(condition=Q(seq__gt=0), name="engine_event_seq_positive"),
+        ]
+        triggers = [
+            # An event is stored as the engine sent it, never deleted, and once settled never touched:
+            # settling it may only set `settled_at`.
+            pgtrigger.Protect(name="engine_event_not_deleted", operation=pgtrigger.Delete),
+            pgtrigger.Protect(
+                name="engine_event_content_final",
+                operation=pgtrigger.Update,
+                condition=pgtrigger.AnyChange(exclude=["settled_at"]),
+            ),
+            pgtrigger.Protect(
+                name="engine_event_settled_final",
+                operation=pgtrigger.Update,
+                condition=pgtrigger.Q(old__settled_at__isnull=False),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -100,6 +116,7 @@ class Trade(models.Model):
             models.Index(fields=["seller", "-id"]),
         ]
         permissions = [("export_trade", "Can export trades")]
+        triggers = [append_only("trade_append_only")]
 
     def __str__(self) -> str:
         return f"trade {self.market_id}#{self.seq} {self.quantity}@{self.price}"

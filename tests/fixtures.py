@@ -8,6 +8,7 @@ from contextlib import suppress
 from decimal import Decimal
 from types import SimpleNamespace
 
+import pgtrigger
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import Permission
@@ -201,4 +202,18 @@ def operators(db: None) -> SimpleNamespace:
         support=staff_user("support_one", "view_user", "view_order", "view_account"),
         compliance=staff_user("compliance_one", "restrict_user", "view_user"),
         markets=staff_user("markets_one", *markets),
+    )
+
+
+@pytest.fixture
+def tamper() -> Callable[..., object]:
+    """`with tamper(): ...` changes evidence the way only someone who can switch PostgreSQL's
+    append-only triggers off could, to show that reconcile and the chain check still notice."""
+    return lambda: pgtrigger.ignore(
+        "accounts.LedgerEntry:ledger_entry_append_only",
+        "accounts.LedgerLine:ledger_line_append_only",
+        "settlement.EngineEvent:engine_event_not_deleted",
+        "settlement.EngineEvent:engine_event_content_final",
+        "settlement.EngineEvent:engine_event_settled_final",
+        "settlement.Trade:trade_append_only",
     )

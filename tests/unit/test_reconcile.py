@@ -105,27 +105,30 @@ def test_an_adjustment_posted_without_an_approval_is_named(busy):
     assert problem.startswith(f"adjustment {adjustment.pk}: its record says None")
 
 
-def test_a_lost_trade_row_is_named(busy):
+def test_a_lost_trade_row_is_named(busy, tamper):
     trade = Trade.objects.get()
-    LedgerLine.objects.filter(entry__reference=f"trade:BTC_USDT:{trade.seq}").delete()
-    trade.delete()
+    with tamper():
+        LedgerLine.objects.filter(entry__reference=f"trade:BTC_USDT:{trade.seq}").delete()
+        trade.delete()
     assert (
         f"BTC_USDT: trade event #{trade.seq} has no trade"
         in failures()["every engine event settled exactly once, no gap"]
     )
 
 
-def test_a_missing_settled_event_is_named(busy):
-    EngineEvent.objects.filter(seq=3).delete()
+def test_a_missing_settled_event_is_named(busy, tamper):
+    with tamper():
+        EngineEvent.objects.filter(seq=3).delete()
     found = failures()
     assert any("events stored up to" in p for p in found["every engine event settled exactly once, no gap"])
     assert found["the engine's hash chain verifies"] == ["BTC_USDT: #3..#3 missing"]
 
 
-def test_an_altered_event_breaks_the_chain_check(busy):
+def test_an_altered_event_breaks_the_chain_check(busy, tamper):
     event = EngineEvent.objects.get(type="trade")
     event.payload = {**event.payload, "price": event.payload["price"] + 1}
-    event.save()
+    with tamper():
+        event.save()
     assert failures()["the engine's hash chain verifies"] == [
         f"BTC_USDT: #{event.seq} does not chain onto #{event.seq - 1}"
     ]

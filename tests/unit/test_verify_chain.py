@@ -25,18 +25,20 @@ def test_an_intact_chain_verifies(settled):
     assert f" {EngineEvent.objects.count()} " in line
 
 
-def test_an_altered_event_is_named(settled):
+def test_an_altered_event_is_named(settled, tamper):
     trade = EngineEvent.objects.get(type="trade")
     trade.payload = {**trade.payload, "quantity": trade.payload["quantity"] + 1}
-    trade.save()
+    with tamper():
+        trade.save()
     out = StringIO()
     with pytest.raises(CommandError):
         call_command("verify_engine_chain", stdout=out)
     assert f"#{trade.seq} does not chain onto #{trade.seq - 1}" in out.getvalue()
 
 
-def test_a_missing_event_is_named(settled):
-    EngineEvent.objects.filter(seq=2).delete()
+def test_a_missing_event_is_named(settled, tamper):
+    with tamper():
+        EngineEvent.objects.filter(seq=2).delete()
     out = StringIO()
     with pytest.raises(CommandError):
         call_command("verify_engine_chain", "BTC_USDT", stdout=out)
