@@ -6,10 +6,12 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install run up down status services test test-faults lint bench browser reset clean
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt package-lock.json
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
+	# The admin's front-end files (Chart.js), served from the project's own static files.
+	npm ci --no-audit --no-fund --silent
 	touch $(STAMP)
 
 install: $(STAMP)

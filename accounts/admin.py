@@ -1,4 +1,5 @@
 import re
+from collections.abc import Callable
 from decimal import Decimal
 
 from django import forms
@@ -23,6 +24,7 @@ from accounts.models import (
     UserRestriction,
     Withdrawal,
 )
+from accounts.selectors import adjustments_awaiting, deposits_awaiting, withdrawals_awaiting
 from accounts.services import (
     adjustment_approve,
     adjustment_propose,
@@ -39,6 +41,7 @@ from exchange.admin_tools import (
     AmountFormField,
     AmountsMixin,
     ChangeHistoryMixin,
+    CsvExportMixin,
     ReadOnlyAdmin,
     ReadOnlyInline,
     ReasonForm,
@@ -46,6 +49,26 @@ from exchange.admin_tools import (
     form_page,
     run_service_action,
 )
+
+
+class AwaitingMeFilter(admin.SimpleListFilter):
+    """What the signed-in operator can decide now (the dashboard's "Waiting for you" links here)."""
+
+    title = "waiting for"
+    parameter_name = "awaiting"
+    selector = None
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("me", "me")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() != "me":
+            return queryset
+        return queryset.filter(pk__in=type(self).selector(user=request.user).values("pk"))
+
+
+def awaiting_filter(selector: Callable[..., QuerySet]) -> type[AwaitingMeFilter]:
+    return type(f"{selector.__name__}_filter", (AwaitingMeFilter,), {"selector": staticmethod(selector)})
 
 
 class AccountInline(ReadOnlyInline):
@@ -195,7 +218,20 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
 
 
 @admin.register(LedgerLine)
-class LedgerLineAdmin(ReadOnlyAdmin):
+class LedgerLineAdmin(CsvExportMixin, ReadOnlyAdmin):
+    export_date_field = "entry__created_at"
+    export_fields = [
+        "id",
+        "entry_id",
+        "entry__kind",
+        "entry__reference",
+        "entry__created_at",
+        "account_id",
+        "account__user__username",
+        "account__kind",
+        "asset_id",
+        "amount",
+    ]
     list_display = ["id", "entry", "account", "asset", "amount"]
     list_filter = ["asset", "account__kind"]
     search_fields = ["entry__reference", "account__user__username", "=entry__id"]
@@ -223,7 +259,25 @@ class AssignForm(ReasonForm):
 
 
 @admin.register(Deposit)
-class DepositAdmin(ReadOnlyAdmin):
+class DepositAdmin(CsvExportMixin, ReadOnlyAdmin):
+    export_fields = [
+        "id",
+        "user__username",
+        "asset_id",
+        "amount",
+        "declared_amount",
+        "status",
+        "tx_id",
+        "declared_tx_id",
+        "address",
+        "confirmations",
+        "created_at",
+        "confirmed_at",
+        "credited_at",
+        "assigned_by__username",
+        "decided_by__username",
+        "reason",
+    ]
     list_display = [
         "id",
         "user",
@@ -238,7 +292,7 @@ class DepositAdmin(ReadOnlyAdmin):
         "assigned_by",
         "decided_by",
     ]
-    list_filter = ["status", "asset", "created_at"]
+    list_filter = [awaiting_filter(deposits_awaiting), "status", "asset", "created_at"]
     search_fields = ["user__username", "=tx_id", "=declared_tx_id", "=address", "=id"]
     list_select_related = ["user", "asset", "assigned_by", "decided_by"]
     raw_id_fields = ["user", "assigned_by", "decided_by"]
@@ -282,7 +336,27 @@ class DepositAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Withdrawal)
-class WithdrawalAdmin(ReadOnlyAdmin):
+class WithdrawalAdmin(CsvExportMixin, ReadOnlyAdmin):
+    export_fields = [
+        "id",
+        "user__username",
+        "asset_id",
+        "amount",
+        "fee",
+        "address",
+        "status",
+        "needs_second_approval",
+        "created_at",
+        "approved_by__username",
+        "approved_at",
+        "second_approved_by__username",
+        "second_approved_at",
+        "sent_at",
+        "completed_at",
+        "tx_id",
+        "rejected_by__username",
+        "reason",
+    ]
     list_display = [
         "id",
         "user",
@@ -297,7 +371,7 @@ class WithdrawalAdmin(ReadOnlyAdmin):
         "tx_id",
         "created_at",
     ]
-    list_filter = ["status", "needs_second_approval", "asset", "created_at"]
+    list_filter = [awaiting_filter(withdrawals_awaiting), "status", "needs_second_approval", "asset", "created_at"]
     search_fields = ["user__username", "=address", "=tx_id", "=id"]
     list_select_related = ["user", "asset", "approved_by", "second_approved_by"]
     raw_id_fields = ["user", "approved_by", "second_approved_by", "rejected_by"]
@@ -375,7 +449,7 @@ class BalanceAdjustmentAdmin(ReadOnlyAdmin):
         "decided_by",
         "decided_at",
     ]
-    list_filter = ["status", "category", "asset", "proposed_at"]
+    list_filter = [awaiting_filter(adjustments_awaiting), "status", "category", "asset", "proposed_at"]
     search_fields = ["user__username", "=id", "reason"]
     list_select_related = ["user", "asset", "proposed_by", "decided_by"]
     raw_id_fields = ["user", "proposed_by", "decided_by", "ledger_entry"]
@@ -452,7 +526,8 @@ class UserRestrictionAdmin(ChangeHistoryMixin, ReadOnlyAdmin):
 
 
 @admin.register(AuditLog)
-class AuditLogAdmin(ReadOnlyAdmin):
+class AuditLogAdmin(CsvExportMixin, ReadOnlyAdmin):
+    export_fields = ["id", "created_at", "actor__username", "action", "target", "details"]
     list_display = ["created_at", "actor", "action", "target", "details"]
     list_filter = ["action", "created_at"]
     search_fields = ["target", "actor__username"]

@@ -2,9 +2,17 @@
 
 from decimal import Decimal
 
-from django.db.models import Q
+from django.db.models import Q, QuerySet, Sum
 
-from accounts.models import WITHDRAWAL_READY_FOR_CUSTODY, Account, Asset, Deposit, User, Withdrawal
+from accounts.models import (
+    WITHDRAWAL_READY_FOR_CUSTODY,
+    Account,
+    Asset,
+    BalanceAdjustment,
+    Deposit,
+    User,
+    Withdrawal,
+)
 
 
 def balances_for_user(*, user: User) -> list[dict]:
@@ -58,3 +66,48 @@ def withdrawals_for_custody(*, limit: int = 500) -> list[Withdrawal]:
             :limit
         ]
     )
+
+
+# --- Work waiting for an operator -----------------------------------------------------------------
+# What each operator may act on now: their permission allows it, it is not their own money, and they
+# did not give the other half of its four-eyes decision.
+
+
+def withdrawals_awaiting(*, user: User) -> QuerySet[Withdrawal]:
+    if not user.has_perm("accounts.approve_withdrawal"):
+        return Withdrawal.objects.none()
+    first = Q(status=Withdrawal.Status.REQUESTED)
+    second = Q(status=Withdrawal.Status.APPROVED, needs_second_approval=True) & ~Q(approved_by=user)
+    return Withdrawal.objects.filter(first | second).exclude(user=user)
+
+
+def deposits_awaiting(*, user: User) -> QuerySet[Deposit]:
+    if not user.has_perm("accounts.release_deposit"):
+        return Deposit.objects.none()
+    held = Q(status=Deposit.Status.HELD) & (Q(assigned_by__isnull=True) | ~Q(assigned_by=user))
+    return Deposit.objects.filter(held | Q(status=Deposit.Status.UNMATCHED)).exclude(user=user)
+
+
+def adjustments_awaiting(*, user: User) -> QuerySet[BalanceAdjustment]:
+    if not user.has_perm("accounts.approve_adjustment"):
+        return BalanceAdjustment.objects.none()
+    return BalanceAdjustment.objects.filter(status=BalanceAdjustment.Status.PROPOSED).exclude(
+        Q(proposed_by=user) | Q(user=user)
+    )
+
+
+def liabilities() -> list[dict]:
+    """What the exchange owes its users, per asset: their available and locked balances."""
+    totals = {
+        (asset, kind): total
+        for asset, kind, total in Account.objects.filter(user__isnull=False)
+        .values_list("asset_id", "kind")
+        .annotate(total=Sum("balance"))
+        .order_by()
+    }
+    rows = []
+    for asset in Asset.objects.order_by("symbol").values_list("symbol", flat=True):
+        available = totals.get((asset, Account.Kind.AVAILABLE), Decimal(0))
+        locked = totals.get((asset, Account.Kind.LOCKED), Decimal(0))
+        rows.append({"asset": asset, "available": available, "locked": locked, "total": available + locked})
+    return rows

@@ -9,6 +9,11 @@ class ExchangeAdminSite(admin.AdminSite):
     index_title = "Accounts, markets and settlement"
 
     def index(self, request: HttpRequest, extra_context: dict | None = None) -> TemplateResponse:
-        from settlement.selectors import operations_overview
+        from settlement.selectors import operations_overview, operator_dashboard
 
-        return super().index(request, {"overview": operations_overview(), **(extra_context or {})})
+        context = {
+            "overview": operations_overview(),
+            "dashboard": operator_dashboard(user=request.user),
+            **(extra_context or {}),
+        }
+        return super().index(request, context)

@@ -2,13 +2,30 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from exchange.admin_tools import ReadOnlyAdmin, run_service_action
+from exchange.admin_tools import CsvExportMixin, ReadOnlyAdmin, run_service_action
 from settlement.models import Alert, ConsumerOffset, EngineEvent, ReconciliationRun, SettlementCursor, Trade
 from settlement.services import alert_resolve
 
 
 @admin.register(Trade)
-class TradeAdmin(ReadOnlyAdmin):
+class TradeAdmin(CsvExportMixin, ReadOnlyAdmin):
+    export_date_field = "executed_at"
+    export_fields = [
+        "id",
+        "market_id",
+        "seq",
+        "executed_at",
+        "price",
+        "quantity",
+        "quote_amount",
+        "taker_side",
+        "buy_order_id",
+        "sell_order_id",
+        "buyer__username",
+        "seller__username",
+        "buyer_fee",
+        "seller_fee",
+    ]
     list_display = [
         "id",
         "market",

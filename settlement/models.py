@@ -114,6 +114,7 @@ class Trade(models.Model):
             models.Index(fields=["market", "-seq"]),
             models.Index(fields=["buyer", "-id"]),
             models.Index(fields=["seller", "-id"]),
+            models.Index(fields=["executed_at"]),  # the dashboard's days, the admin's date range
         ]
         permissions = [("export_trade", "Can export trades")]
         triggers = [append_only("trade_append_only")]

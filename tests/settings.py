@@ -19,3 +19,7 @@ from exchange.settings import *  # noqa: E402, F403
 
 # Hashing passwords at full strength makes every test that logs in slow, and proves nothing.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+# In-process tests render pages without running collectstatic first; the end-to-end processes use
+# the real manifest storage (they collect the files at set-up).
+STORAGES = {**STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}  # noqa: F405
