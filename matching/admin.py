@@ -3,7 +3,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from accounts.services import audit_record
-from exchange.admin_tools import AmountsMixin, ReadOnlyAdmin, run_service_action
+from exchange.admin_tools import AmountsMixin, LargeTablePaginator, ReadOnlyAdmin, run_service_action
 from matching.models import EngineSnapshot, Market, Order, OutboxMessage
 from matching.services import market_create, market_halt, market_resume, order_cancel
 
@@ -102,6 +102,7 @@ class OrderAdmin(ReadOnlyAdmin):
     raw_id_fields = ["user"]
     date_hierarchy = "created_at"
     actions = ["cancel"]
+    paginator = LargeTablePaginator
 
     @admin.action(description="Cancel the selected orders (through the engine)", permissions=["approve"])
     def cancel(self, request: HttpRequest, queryset: QuerySet[Order]) -> None:
