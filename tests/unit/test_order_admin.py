@@ -2,7 +2,8 @@
 
 benchmarks/admin_orders.py times these pages on 1,000,000 orders; these tests keep what made
 them fast without timing anything: a bounded number of statements per page, no exact count of
-the whole table, and deep pages that skip over primary keys only.
+the whole table, deep pages that skip over primary keys only, and searches that look values up
+instead of scanning for them.
 """
 
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from matching.models import Market, Order
 
 URL = "/admin/matching/order/"
 # Session, operator, the market filter's choices, the count, the page, and the date hierarchy's
-# range and dates; a deep page adds its keys.
+# range and dates; a deep page adds its keys, a search its username and cid lookups.
 STATEMENTS_PER_PAGE = 9
 
 
@@ -115,6 +116,33 @@ def test_a_deep_page_skips_over_primary_keys_only_and_shows_the_right_orders(adm
     # Newest first: the second page holds the 30 oldest.
     assert all(o.cid in content for o in orders[:30])
     assert not any(o.cid in content for o in orders[30:])
+
+
+@pytest.mark.parametrize("by", ["id", "cid", "username"])
+def test_search_finds_an_order_by_id_cid_or_username_by_looking_it_up(admin_client, make_user, place, by: str) -> None:
+    [wanted] = place(make_user(username="alice"), 1)
+    others = place(make_user(username="bob"), 5)
+    term = {"id": str(wanted.pk), "cid": wanted.cid, "username": "alice"}[by]
+
+    with CaptureQueriesContext(connection) as captured:
+        page = admin_client.get(URL, {"q": term})
+
+    assert page.status_code == 200
+    content = page.content.decode()
+    assert wanted.cid in content
+    assert not any(o.cid in content for o in others)
+    # Equality on indexed columns only: no LIKE, and no column turned into text or upper case.
+    for sql in order_statements(captured):
+        assert "LIKE" not in sql and "UPPER(" not in sql and "::text" not in sql, sql
+
+
+def test_search_matches_whole_usernames_and_cids_as_written(admin_client, make_user, place) -> None:
+    [order] = place(make_user(username="alice"), 1)
+
+    for term in ("alic", "Alice", order.cid[:-1], order.cid.upper()):
+        page = admin_client.get(URL, {"q": term})
+        assert page.status_code == 200
+        assert order.cid not in page.content.decode(), term
 
 
 @pytest.mark.parametrize(
