@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run up down status services test test-faults lint bench browser reset clean
+.PHONY: install run up down status services test test-faults lint bench bench-admin browser reset clean
 
 $(STAMP): requirements.txt package-lock.json
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -54,6 +54,10 @@ lint: install
 
 bench: install
 	$(PY) benchmarks/engine.py
+
+## The admin's orders list on a database of its own holding 1,000,000 orders (needs PostgreSQL).
+bench-admin: install
+	$(PY) benchmarks/admin_orders.py
 
 ## Delete every order, balance and trade of the local exchange (refused with EXCHANGE_ENV=production).
 reset: install

@@ -1,16 +1,21 @@
+from functools import reduce
+from operator import or_
+
 from django import forms
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path
+from django.utils.text import smart_split, unescape_string_literal
 
 from accounts.models import User
 from accounts.services import audit_record
 from exchange.admin_tools import (
     AmountsMixin,
     ChangeHistoryMixin,
+    LargeTablePaginator,
     ReadOnlyAdmin,
     ReasonForm,
     confirm_action,
@@ -146,12 +151,50 @@ class OrderAdmin(ReadOnlyAdmin):
         "created_at",
     ]
     list_filter = ["status", "market", "side", "order_type", "time_in_force", "created_at"]
-    search_fields = ["=id", "cid", "user__username"]
+    # What get_search_results below looks each word up in.
+    search_fields = ["id", "cid", "user__username"]
+    search_help_text = "An order id, a cid or a username, whole and exactly as written."
     list_select_related = ["user", "market"]
     raw_id_fields = ["user"]
     date_hierarchy = "created_at"
     actions = ["cancel"]
     change_list_template = "admin/matching/order/change_list.html"
+    paginator = LargeTablePaginator
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Order], search_term: str
+    ) -> tuple[QuerySet[Order], bool]:
+        """Each word is an order id, a cid or a username, matched whole.
+
+        Django's own search compared the id as text and looked for the word inside every cid and
+        username: a read of the whole table, four times per page (the count, the page, and the date
+        hierarchy's range and dates). Here the words are first looked up as usernames and as cids,
+        one index lookup each, and the list is then filtered only on what they found, by id or by
+        user, so that PostgreSQL plans with the actual user's statistics and counts from an index.
+        cids and usernames are case-sensitive (alice and Alice are two traders): they are matched
+        as written.
+        """
+        words = [
+            unescape_string_literal(w) if len(w) > 1 and w[0] in "\"'" and w[0] == w[-1] else w
+            for w in smart_split(search_term)
+        ]
+        if not words:
+            return queryset, False
+        users = dict(User.objects.filter(username__in=words).values_list("username", "pk"))
+        by_cid: dict[str, list[int]] = {}
+        for cid, pk in Order.objects.filter(cid__in=words).values_list("cid", "pk"):
+            by_cid.setdefault(cid, []).append(pk)
+        for word in words:
+            ids = list(by_cid.get(word, ()))
+            if word.isascii() and word.isdigit() and int(word) < 2**63:
+                ids.append(int(word))
+            branches = [Q(pk__in=ids)] if ids else []
+            if word in users:
+                branches.append(Q(user_id=users[word]))
+            if not branches:
+                return queryset.none(), False
+            queryset = queryset.filter(reduce(or_, branches))
+        return queryset, False
 
     def get_urls(self) -> list:
         view = self.admin_site.admin_view(self.cancel_all_view)

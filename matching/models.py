@@ -125,7 +125,12 @@ class Order(models.Model):
                 name="order_final_holds_nothing",
             ),
         ]
-        indexes = [models.Index(fields=["user", "status"]), models.Index(fields=["market", "status"])]
+        indexes = [
+            models.Index(fields=["user", "status"]),
+            models.Index(fields=["market", "status"]),
+            # The admin finds an order by the cid a trader quotes.
+            models.Index(fields=["cid"], name="order_cid"),
+        ]
         permissions = [("cancel_order", "Can cancel users' orders through the engine")]
 
     def __str__(self) -> str:
