@@ -52,6 +52,7 @@ INSTALLED_APPS = [
     "accounts",
     "matching",
     "settlement",
+    "console",
 ]
 
 MIDDLEWARE = [

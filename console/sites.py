@@ -1,3 +1,8 @@
+"""The admin site: the operators' dashboard.
+
+exchange/apps.py makes this the default site, so every app's `admin.site.register` lands here.
+"""
+
 from django.contrib import admin
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
