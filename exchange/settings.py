@@ -49,6 +49,9 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "django_otp",
+    "console.apps.SecondFactorsConfig",
+    "console.apps.SignInRecordsConfig",
     "accounts",
     "matching",
     "settlement",
@@ -65,6 +68,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "exchange.middleware.DatabaseUnavailableMiddleware",
+    # Last, as django-axes requires: it turns a login it refused into the lock-out page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "exchange.urls"
@@ -269,6 +274,16 @@ if PRODUCTION:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=3600)
 
+# --- Operators' sign-in (the admin) ---------------------------------------------------------------
+
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Installed for its tables and permissions, which the staff roles name; it counts nothing until the
+# admin's lock-out is configured.
+AXES_ENABLED = False
+
 # --- Logging --------------------------------------------------------------------------------------
 
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
@@ -310,5 +325,7 @@ LOGGING = {
     "loggers": {
         "kafka": {"level": "WARNING"},
         "django.db.backends": {"level": "WARNING"},
+        # django-axes announces itself at every start of every process.
+        "axes.apps": {"level": "WARNING"},
     },
 }
