@@ -65,6 +65,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "exchange.middleware.DatabaseUnavailableMiddleware",
@@ -275,6 +276,14 @@ if PRODUCTION:
     SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=3600)
 
 # --- Operators' sign-in (the admin) ---------------------------------------------------------------
+
+# A TOTP code (django-otp) after the password. With this on, a staff user without a device can reach
+# only the enrolment page until they have set one up; a user who has a device must give its code
+# either way.
+ADMIN_REQUIRE_2FA = env.bool("ADMIN_REQUIRE_2FA", default=PRODUCTION)
+OTP_TOTP_ISSUER = env.str("ADMIN_TOTP_ISSUER", default="Exchange operations")
+# The devices' secrets never appear in the admin, not even to whoever may reset a device.
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True
 
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",

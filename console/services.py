@@ -1,0 +1,53 @@
+"""Writes about operators: second factors.
+
+Each public function is one transaction and writes its audit row inside it.
+"""
+
+from django.db import transaction
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from accounts.models import User
+from accounts.services import audit_record
+from exchange.errors import Conflict, InvalidRequest
+
+DEVICE_NAME = "authenticator app"
+
+
+def two_factor_device_pending(*, user: User) -> TOTPDevice:
+    """The device a user is setting up, created on the first visit and the same on every later one,
+    so that a QR code already scanned stays good until the user confirms it."""
+    device = TOTPDevice.objects.filter(user=user, confirmed=False).order_by("pk").first()
+    if device is None:
+        device = TOTPDevice.objects.create(user=user, name=DEVICE_NAME, confirmed=False)
+    return device
+
+
+def two_factor_enrol(*, user: User, token: str) -> TOTPDevice:
+    """Confirm the device the user is setting up with the first code it shows.
+
+    A wrong code leaves the device unconfirmed, and django-otp's growing wait between wrong codes
+    (kept on the device) is committed, not rolled back with the refusal.
+    """
+    with transaction.atomic():
+        if TOTPDevice.objects.filter(user=user, confirmed=True).exists():
+            raise Conflict("already_enrolled", "You already have a second factor; sign in with its code.")
+        device = TOTPDevice.objects.select_for_update().filter(user=user, confirmed=False).order_by("pk").first()
+        if device is None:
+            raise InvalidRequest("no_device", "Open the set-up page again to get a QR code.")
+        if device.verify_token(token):
+            device.confirmed = True
+            device.save(update_fields=["confirmed"])
+            TOTPDevice.objects.filter(user=user, confirmed=False).delete()
+            audit_record(
+                actor=user,
+                action="two_factor_enrolled",
+                target=f"user:{user.pk}",
+                username=user.get_username(),
+                device=device.pk,
+            )
+            return device
+    raise InvalidRequest(
+        "invalid_code",
+        "That code does not match. Check that the phone's clock is right and type the newest code.",
+        field="otp_token",
+    )
