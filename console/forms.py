@@ -2,6 +2,7 @@
 
 from django import forms
 from django.contrib.admin.forms import AdminAuthenticationForm
+from django.contrib.auth.signals import user_login_failed
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 from django_otp import verify_token
@@ -30,8 +31,10 @@ def digits(value: str) -> str:
 class AdminLoginForm(AdminAuthenticationForm):
     """Username, password and, for a user who has set up an authenticator app, its current code.
 
-    The password is checked first. A staff user with a confirmed device must then give a valid
-    code, whatever ADMIN_REQUIRE_2FA says.
+    The password is checked first (through django-axes, which refuses a locked-out username). A
+    staff user with a confirmed device must then give a valid code, whatever ADMIN_REQUIRE_2FA says;
+    a wrong or missing code is a failed login for django-axes like a wrong password, so guessing codes
+    locks the username out as fast as guessing passwords.
     """
 
     otp_token = code_field(
@@ -68,6 +71,7 @@ class AdminLoginForm(AdminAuthenticationForm):
                     # django-otp's user_logged_in receiver stores it in the session: a verified one.
                     user.otp_device = verified
                     return
+        user_login_failed.send(sender=__name__, credentials={"username": user.get_username()}, request=self.request)
         raise self.code_error(token, devices)
 
     def code_error(self, token: str, devices: list) -> ValidationError:

@@ -1,8 +1,11 @@
-"""Writes about operators: second factors.
+"""Writes about operators: second factors, unlocking logins.
 
 Each public function is one transaction and writes its audit row inside it.
 """
 
+from collections.abc import Iterable
+
+from axes.models import AccessAttempt
 from django.db import transaction
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
@@ -51,3 +54,24 @@ def two_factor_enrol(*, user: User, token: str) -> TOTPDevice:
         "That code does not match. Check that the phone's clock is right and type the newest code.",
         field="otp_token",
     )
+
+
+@transaction.atomic
+def login_unlock(*, attempt_ids: Iterable[int], acting_user: User) -> int:
+    """Forget failed admin logins (django-axes' access attempts), which lifts a lock-out at once."""
+    attempts = list(
+        AccessAttempt.objects.select_for_update()
+        .filter(pk__in=list(attempt_ids))
+        .order_by("pk")
+        .values("pk", "username", "ip_address", "failures_since_start")
+    )
+    for attempt in attempts:
+        audit_record(
+            actor=acting_user,
+            action="login_unlock",
+            target=f"login:{attempt['username']}",
+            ip_address=attempt["ip_address"],
+            failures=attempt["failures_since_start"],
+        )
+    AccessAttempt.objects.filter(pk__in=[a["pk"] for a in attempts]).delete()
+    return len(attempts)

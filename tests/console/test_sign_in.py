@@ -1,13 +1,18 @@
-"""Signing in to the admin: password, the TOTP second factor and enrolment."""
+"""Signing in to the admin: password, the TOTP second factor, enrolment, lock-out and the login
+records; and the API's own token login, which none of that touches."""
 
 import re
 
 import pytest
+from axes.models import AccessAttempt, AccessFailureLog, AccessLog
 from django.test import Client
 from django_otp.plugins.otp_totp.models import TOTPDevice
+from rest_framework.test import APIClient
 
 from accounts.models import AuditLog
+from console.lockout import client_ip
 from tests.console.conftest import BROWSER, code, device_for, log_in, wrong
+from tests.factories import PASSWORD
 
 pytestmark = pytest.mark.django_db
 
@@ -143,6 +148,146 @@ def test_a_non_staff_user_is_refused_whatever_the_password(required, make_user) 
     client = browser()
     assert log_in(client, trader.username).status_code == 200
     assert enrolment_page(client).status_code == 302
+
+
+# --- lock-out and the login records ---------------------------------------------------------------
+
+
+def test_five_wrong_passwords_lock_the_username_out_even_with_the_right_password(staff) -> None:
+    user = staff("finance")
+    for attempt in range(4):
+        assert log_in(browser(), user.username, password=f"wrong-{attempt}").status_code == 200
+    locked = log_in(browser(), user.username, password="wrong-4")
+    assert locked.status_code == 429
+    assert b"locked out" in locked.content
+
+    client = browser()
+    still = log_in(client, user.username)
+    assert still.status_code == 429
+    assert b"60 minutes" in still.content
+    assert not admin_opens(client)
+
+
+def test_wrong_codes_after_the_right_password_count_as_failed_logins(settings, staff) -> None:
+    settings.OTP_TOTP_THROTTLE_FACTOR = 0
+    user = staff("support")
+    device = device_for(user)
+    for _ in range(4):
+        assert log_in(browser(), user.username, otp_token=wrong(device)).status_code == 200
+    assert AccessAttempt.objects.get(username=user.username).failures_since_start == 4
+    assert log_in(browser(), user.username, otp_token=wrong(device)).status_code == 429
+
+    client = browser()
+    assert log_in(client, user.username, otp_token=code(device)).status_code == 429
+    assert not admin_opens(client)
+
+
+def test_a_successful_sign_in_clears_the_count_of_earlier_failures(staff) -> None:
+    user = staff("support")
+    for _ in range(4):
+        log_in(browser(), user.username, password="wrong-password")
+    assert log_in(browser(), user.username).status_code == 302
+    assert not AccessAttempt.objects.filter(username=user.username).exists()
+    assert log_in(browser(), user.username, password="wrong-again").status_code == 200
+
+
+def test_every_sign_in_is_recorded_with_the_address_and_the_browser(staff) -> None:
+    user = staff("support")
+    log_in(browser(), user.username, password="wrong-password", REMOTE_ADDR="192.0.2.7")
+    log_in(browser(), user.username, REMOTE_ADDR="192.0.2.8")
+
+    failure = AccessFailureLog.objects.get(username=user.username)
+    assert (failure.ip_address, failure.user_agent, failure.locked_out) == ("192.0.2.7", BROWSER, False)
+    success = AccessLog.objects.get(username=user.username)
+    assert (success.ip_address, success.user_agent, success.path_info) == ("192.0.2.8", BROWSER, "/admin/login/")
+
+
+def test_behind_trusted_proxies_the_address_is_the_one_the_first_proxy_saw(settings, rf) -> None:
+    spoofed = {"HTTP_X_FORWARDED_FOR": "203.0.113.66, 198.51.100.4", "REMOTE_ADDR": "10.0.0.2"}
+    settings.ADMIN_TRUSTED_PROXIES = 0
+    assert client_ip(rf.post("/admin/login/", **spoofed)) == "10.0.0.2"
+    settings.ADMIN_TRUSTED_PROXIES = 1
+    assert client_ip(rf.post("/admin/login/", **spoofed)) == "198.51.100.4"
+    settings.ADMIN_TRUSTED_PROXIES = 2
+    assert client_ip(rf.post("/admin/login/", **spoofed)) == "203.0.113.66"
+
+
+def test_an_admin_unlocks_a_locked_out_user_and_the_unlock_is_audited(staff, signed_in) -> None:
+    user = staff("finance")
+    for _ in range(5):
+        log_in(browser(), user.username, password="wrong-password")
+    assert log_in(browser(), user.username).status_code == 429
+
+    admin = staff("admin")
+    attempts = list(AccessAttempt.objects.filter(username=user.username).values_list("pk", flat=True))
+    unlocked = signed_in(admin).post(
+        "/admin/axes/accessattempt/", {"action": "unlock", "_selected_action": attempts, "index": 0}
+    )
+
+    assert unlocked.status_code == 302
+    assert log_in(browser(), user.username).status_code == 302
+    row = AuditLog.objects.get(action="login_unlock")
+    # Five failures and the refused attempt with the right password while locked out.
+    assert (row.actor, row.target, row.details["failures"]) == (admin, f"login:{user.username}", 6)
+
+
+def test_only_the_admin_role_may_unlock(staff, signed_in) -> None:
+    user = staff("finance")
+    for _ in range(5):
+        log_in(browser(), user.username, password="wrong-password")
+    attempts = list(AccessAttempt.objects.values_list("pk", flat=True))
+    for role in ("compliance", "finance", "support"):
+        signed_in(staff(role)).post(
+            "/admin/axes/accessattempt/", {"action": "unlock", "_selected_action": attempts, "index": 0}
+        )
+    assert AccessAttempt.objects.count() == len(attempts)
+    assert signed_in(staff("compliance")).get("/admin/axes/accessattempt/").status_code == 200
+    assert signed_in(staff("support")).get("/admin/axes/accessattempt/").status_code == 403
+
+
+# --- the API's token login --------------------------------------------------------------------------
+
+
+def test_the_api_token_login_is_neither_counted_nor_blocked_by_the_admin_lock_out(staff) -> None:
+    user = staff("finance")
+    api = APIClient()
+    for _ in range(6):
+        refused = api.post("/api/auth/token/", {"username": user.username, "password": "wrong"}, format="json")
+        assert refused.status_code == 401
+        assert set(refused.json()["error"]) == {"code", "message", "fields"}
+    assert not AccessAttempt.objects.exists()
+    assert not AccessFailureLog.objects.exists()
+
+    for _ in range(5):
+        log_in(browser(), user.username, password="wrong-password")
+    assert log_in(browser(), user.username).status_code == 429
+
+    tokens = api.post("/api/auth/token/", {"username": user.username, "password": PASSWORD}, format="json")
+    assert tokens.status_code == 200
+    assert set(tokens.json()) == {"access", "refresh"}
+    assert not AccessLog.objects.exists()
+
+
+def test_the_login_records_open_read_only_for_compliance_and_admin(staff, signed_in) -> None:
+    user = staff("support")
+    log_in(browser(), user.username, password="wrong-password")
+    log_in(browser(), user.username)
+    pages = {
+        "accesslog": AccessLog.objects.get().pk,
+        "accessfailurelog": AccessFailureLog.objects.get().pk,
+    }
+    log_in(browser(), user.username, password="wrong-again")
+    pages["accessattempt"] = AccessAttempt.objects.get().pk
+
+    for role in ("compliance", "admin"):
+        client = signed_in(staff(role))
+        for model, pk in pages.items():
+            listed = client.get(f"/admin/axes/{model}/")
+            assert listed.status_code == 200 and user.username.encode() in listed.content, (role, model)
+            detail = client.get(f"/admin/axes/{model}/{pk}/change/")
+            assert detail.status_code == 200, (role, model)
+            assert b"127.0.0.1" in detail.content
+            assert b'name="_save"' not in detail.content
 
 
 def test_the_second_factor_list_names_who_has_one_and_never_shows_a_key(staff, signed_in) -> None:
