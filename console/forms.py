@@ -100,3 +100,12 @@ class TwoFactorEnrolForm(forms.Form):
         if not (token.isdigit() and len(token) == 6):
             raise ValidationError("Type the 6 digits the app shows.", code="invalid")
         return token
+
+
+class SecondFactorResetForm(forms.Form):
+    reason = forms.CharField(
+        max_length=500,
+        strip=True,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        help_text="Why, for the audit log: for example, the phone with the app was lost.",
+    )

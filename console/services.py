@@ -57,6 +57,33 @@ def two_factor_enrol(*, user: User, token: str) -> TOTPDevice:
 
 
 @transaction.atomic
+def two_factor_reset(*, user_id: int, acting_user: User, reason: str) -> int:
+    """Delete every TOTP device of a user, who must then set up a new one at their next sign-in."""
+    reason = reason.strip()
+    if not reason:
+        raise InvalidRequest("reason_required", "Say why the second factor is reset.", field="reason")
+    user = User.objects.select_for_update().get(pk=user_id)
+    if user.pk == acting_user.pk:
+        raise InvalidRequest("own_second_factor", "Another administrator resets your own second factor.")
+    if user.is_superuser and not acting_user.is_superuser:
+        raise InvalidRequest("superuser_account", "Only a superuser resets a superuser's second factor.")
+    devices = TOTPDevice.objects.filter(user=user)
+    count = devices.count()
+    if not count:
+        raise InvalidRequest("no_second_factor", f"{user.get_username()} has no second factor to reset.")
+    devices.delete()
+    audit_record(
+        actor=acting_user,
+        action="two_factor_reset",
+        target=f"user:{user.pk}",
+        username=user.get_username(),
+        devices=count,
+        reason=reason,
+    )
+    return count
+
+
+@transaction.atomic
 def login_unlock(*, attempt_ids: Iterable[int], acting_user: User) -> int:
     """Forget failed admin logins (django-axes' access attempts), which lifts a lock-out at once."""
     attempts = list(
