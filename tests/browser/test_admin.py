@@ -193,7 +193,8 @@ def test_the_login_page_refuses_a_wrong_password(
     browser: Browser, exchange: Exchange, operators: dict[str, Operator]
 ) -> None:
     page = browser.new_page(viewport={"width": 1200, "height": 700})
-    submit_login(page, exchange, Operator("support", "not-the-password"))
+    support = operators["support"]
+    submit_login(page, exchange, Operator(support.username, f"not-{support.password}"))
     expect(page.locator(".errornote")).to_be_visible()
     shot(page, "admin-login-refused")
     page.close()

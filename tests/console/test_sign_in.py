@@ -34,6 +34,15 @@ def enrolment_page(client: Client):
     return client.get("/admin/two-factor/")
 
 
+def enrolling(user) -> tuple[Client, TOTPDevice]:
+    """A session of `user` signed in with the password, on the enrolment page, and the device it
+    shows (not yet confirmed)."""
+    client = browser()
+    log_in(client, user.username)
+    enrolment_page(client)
+    return client, TOTPDevice.objects.get(user=user, confirmed=False)
+
+
 # --- the second factor --------------------------------------------------------------------------
 
 
@@ -62,10 +71,7 @@ def test_the_enrolment_page_shows_the_same_key_until_the_device_is_confirmed(req
 
 def test_enrolling_with_the_code_the_app_shows_confirms_it_opens_the_admin_and_is_audited(required, staff) -> None:
     user = staff("finance")
-    client = browser()
-    log_in(client, user.username)
-    enrolment_page(client)
-    device = TOTPDevice.objects.get(user=user)
+    client, device = enrolling(user)
 
     done = client.post("/admin/two-factor/", {"otp_token": code(device)})
 
@@ -79,10 +85,7 @@ def test_enrolling_with_the_code_the_app_shows_confirms_it_opens_the_admin_and_i
 
 def test_enrolling_with_a_wrong_code_confirms_nothing_and_opens_nothing(required, staff) -> None:
     user = staff("finance")
-    client = browser()
-    log_in(client, user.username)
-    enrolment_page(client)
-    device = TOTPDevice.objects.get(user=user)
+    client, device = enrolling(user)
 
     refused = client.post("/admin/two-factor/", {"otp_token": wrong(device)})
 
