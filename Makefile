@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run up down status services test test-faults lint bench bench-admin browser reset clean
+.PHONY: install run up down status services test test-faults lint bench bench-admin browser screenshots reset clean
 
 $(STAMP): requirements.txt package-lock.json
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,12 @@ browser:
 		echo "installing chromium for the browser tests"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+## Copy the browser tests' latest screenshots (test-results/screenshots/) into docs/screenshots/.
+screenshots:
+	@ls test-results/screenshots/*.png >/dev/null 2>&1 || { echo "no screenshots yet: run the browser tests (pytest tests/browser)"; exit 1; }
+	mkdir -p docs/screenshots
+	cp test-results/screenshots/*.png docs/screenshots/
 
 ## The whole test suite against real PostgreSQL, Redis and Kafka.
 test: install browser services

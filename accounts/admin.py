@@ -1,15 +1,21 @@
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from decimal import Decimal
 
 from django import forms
 from django.contrib import admin
+from django.contrib.admin.utils import unquote
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.contrib.auth.hashers import UNUSABLE_PASSWORD_PREFIX
+from django.contrib.auth.models import Group, Permission
 from django.core.exceptions import PermissionDenied
+from django.db import router, transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path
+from django.utils.decorators import method_decorator
+from django.views.decorators.debug import sensitive_post_parameters
 
 from accounts.models import (
     Account,
@@ -29,6 +35,7 @@ from accounts.services import (
     adjustment_approve,
     adjustment_propose,
     adjustment_reject,
+    audit_record,
     deposit_assign,
     deposit_reject,
     deposit_release,
@@ -118,6 +125,42 @@ class UserRestrictionActions:
         return request.user.has_perm("accounts.restrict_user")
 
 
+# What makes a user staff and what staff may do: changed only by someone with manage_staff (and
+# is_superuser only by a superuser), never by the user themself, and audited.
+STAFF_ACCESS_FIELDS = ("is_staff", "groups", "user_permissions")
+AUDITED_FIELDS = ("is_active", "is_staff", "is_superuser", "groups", "user_permissions")
+
+
+def access_change_details(form: forms.ModelForm, fields: Iterable[str]) -> dict[str, object]:
+    """What a saved form changed of `fields`, by name, for an audit row: groups and permissions
+    added and removed, other values from and to."""
+    details: dict[str, object] = {}
+    for name in fields:
+        if name not in form.changed_data:
+            continue
+        before, after = form.initial.get(name), form.cleaned_data.get(name)
+        if isinstance(form.fields[name], forms.ModelMultipleChoiceField):
+            old, new = _access_labels(before or []), _access_labels(after or [])
+            details[name] = {"added": sorted(new - old), "removed": sorted(old - new)}
+        else:
+            details[name] = {"from": before, "to": after}
+    return details
+
+
+def _access_labels(objects: Iterable[Group | Permission]) -> set[str]:
+    """Groups by name, permissions as `app_label.codename` (what has_perm takes)."""
+    objects = list(objects)
+    permissions = [o.pk for o in objects if isinstance(o, Permission)]
+    labels = {o.name for o in objects if isinstance(o, Group)}
+    labels.update(
+        f"{app}.{codename}"
+        for app, codename in Permission.objects.filter(pk__in=permissions).values_list(
+            "content_type__app_label", "codename"
+        )
+    )
+    return labels
+
+
 @admin.register(User)
 class UserAdmin(UserRestrictionActions, ChangeHistoryMixin, DjangoUserAdmin):
     list_display = [
@@ -136,6 +179,64 @@ class UserAdmin(UserRestrictionActions, ChangeHistoryMixin, DjangoUserAdmin):
     show_full_result_count = False
     actions = ["restrict", "unrestrict"]
     readonly_fields = ["trading_restricted", "withdrawals_restricted"]
+
+    def has_manage_staff_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("accounts.manage_staff")
+
+    def has_change_permission(self, request: HttpRequest, obj: User | None = None) -> bool:
+        # A superuser's account is a superuser's business: whoever could change its password or
+        # flags would hold every permission there is.
+        if obj is not None and obj.is_superuser and not request.user.is_superuser:
+            return False
+        return super().has_change_permission(request, obj)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: User | None = None) -> list[str]:
+        readonly = list(super().get_readonly_fields(request, obj))
+        if obj is None:
+            return readonly  # the add form sets a username and a password, nothing else
+        own = obj.pk == request.user.pk
+        if own or not self.has_manage_staff_permission(request):
+            readonly += STAFF_ACCESS_FIELDS
+        if own or not request.user.is_superuser:
+            readonly.append("is_superuser")
+        return readonly
+
+    def save_related(self, request: HttpRequest, form: forms.ModelForm, formsets: list, change: bool) -> None:
+        # The admin saves the user, then here its groups and permissions, in one transaction: the
+        # audit row joins it.
+        super().save_related(request, form, formsets, change)
+        details = access_change_details(form, AUDITED_FIELDS)
+        if details:
+            user = form.instance
+            audit_record(
+                actor=request.user,
+                action="user_access_change",
+                target=f"user:{user.pk}",
+                username=user.get_username(),
+                **details,
+            )
+
+    @method_decorator(sensitive_post_parameters())
+    def user_change_password(self, request: HttpRequest, id: str, form_url: str = "") -> HttpResponse:
+        """Someone else's password only with manage_staff; a password set here is audited in the
+        transaction that sets it."""
+        user = self.get_object(request, unquote(id))
+        if user is not None and user.pk != request.user.pk and not self.has_manage_staff_permission(request):
+            raise PermissionDenied
+        with transaction.atomic(using=router.db_for_write(User)):
+            response = super().user_change_password(request, id, form_url)
+            if user is not None and request.method == "POST":
+                stored = User.objects.filter(pk=user.pk).values_list("password", flat=True).first()
+                if stored != user.password:
+                    audit_record(
+                        actor=request.user,
+                        action="user_password_set",
+                        target=f"user:{user.pk}",
+                        username=user.get_username(),
+                        own=user.pk == request.user.pk,
+                        usable=not stored.startswith(UNUSABLE_PASSWORD_PREFIX),
+                    )
+        return response
 
 
 class AssetForm(forms.ModelForm):

@@ -2,4 +2,4 @@ from django.contrib.admin.apps import AdminConfig
 
 
 class ExchangeAdminConfig(AdminConfig):
-    default_site = "exchange.admin_site.ExchangeAdminSite"
+    default_site = "console.sites.ExchangeAdminSite"

@@ -74,9 +74,13 @@ INSTALLED_APPS = [
     "pgtrigger",
     "pghistory",
     "pghistory.admin",
+    "django_otp",
+    "console.apps.SecondFactorsConfig",
+    "console.apps.SignInRecordsConfig",
     "accounts",
     "matching",
     "settlement",
+    "console",
 ]
 
 MIDDLEWARE = [
@@ -86,10 +90,13 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "exchange.middleware.AdminHistoryMiddleware",
     "exchange.middleware.DatabaseUnavailableMiddleware",
+    # Last, as django-axes requires: it turns a login it refused into the lock-out page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 # History (django-pghistory) of the rules operators change: assets, markets, restrictions and staff
@@ -320,6 +327,49 @@ if PRODUCTION:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=3600)
 
+# --- Operators' sign-in (the admin) ---------------------------------------------------------------
+
+# A TOTP code (django-otp) after the password. With this on, a staff user without a device can reach
+# only the enrolment page until they have set one up; a user who has a device must give its code
+# either way.
+ADMIN_REQUIRE_2FA = env.bool("ADMIN_REQUIRE_2FA", default=PRODUCTION)
+OTP_TOTP_ISSUER = env.str("ADMIN_TOTP_ISSUER", default="Exchange operations")
+# The devices' secrets never appear in the admin, not even to whoever may reset a device.
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True
+
+# django-axes counts failed admin logins by username and refuses that username for a while once
+# there are too many; a wrong TOTP code counts as a failure too. The API's token login is left to
+# its own rate limit (console.lockout.AdminLoginHandler ignores every request outside the admin).
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_ONLY_ADMIN_SITE = True
+AXES_HANDLER = "console.lockout.AdminLoginHandler"
+AXES_LOCKOUT_PARAMETERS = ["username"]
+# Axes warns when the address is not a lock-out parameter too. Locking by address as well would let
+# one person's mistakes lock out everyone behind the same office NAT, and a successful login would
+# clear that address's failures against every other username; the count per username is what we want.
+SILENCED_SYSTEM_CHECKS = ["axes.W006"]
+AXES_FAILURE_LIMIT = env.int("ADMIN_LOGIN_FAILURE_LIMIT", default=5)
+if AXES_FAILURE_LIMIT < 1:
+    raise ImproperlyConfigured("ADMIN_LOGIN_FAILURE_LIMIT must be at least 1")
+AXES_COOLOFF_TIME = timedelta(seconds=env.int("ADMIN_LOGIN_COOLOFF_SECONDS", default=3600))
+if AXES_COOLOFF_TIME.total_seconds() <= 0:
+    raise ImproperlyConfigured("ADMIN_LOGIN_COOLOFF_SECONDS must be positive")
+AXES_RESET_ON_SUCCESS = True
+AXES_ENABLE_ACCESS_FAILURE_LOG = True
+AXES_LOCKOUT_CALLABLE = "console.lockout.locked_out_response"
+AXES_SENSITIVE_PARAMETERS = ["username", "ip_address", "otp_token"]
+# console/admin.py shows the login records read-only and unlocks through an audited action.
+AXES_ENABLE_ADMIN = False
+# The address recorded with each login: the connection's, or, behind this many reverse proxies that
+# append to X-Forwarded-For, the one they saw (python-ipware).
+ADMIN_TRUSTED_PROXIES = env.int("ADMIN_TRUSTED_PROXIES", default=0)
+if ADMIN_TRUSTED_PROXIES < 0:
+    raise ImproperlyConfigured("ADMIN_TRUSTED_PROXIES must not be negative")
+AXES_CLIENT_IP_CALLABLE = "console.lockout.client_ip"
+
 # --- Logging --------------------------------------------------------------------------------------
 
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
@@ -361,5 +411,7 @@ LOGGING = {
     "loggers": {
         "kafka": {"level": "WARNING"},
         "django.db.backends": {"level": "WARNING"},
+        # django-axes announces itself at every start of every process.
+        "axes.apps": {"level": "WARNING"},
     },
 }

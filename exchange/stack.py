@@ -50,6 +50,10 @@ APPS = ("engine", "settlement", "celery", "beat", "api", "custody")
 SERVICES = ("postgres", "redis", "kafka")
 
 
+def production() -> bool:
+    return os.environ.get("EXCHANGE_ENV") == "production"
+
+
 def say(message: str) -> None:
     print(f"[stack] {message}", flush=True)
 
@@ -419,12 +423,16 @@ def services_up(config: Config) -> None:
 def prepare(config: Config) -> None:
     manage = [PYTHON, str(ROOT / "manage.py")]
     env = {**os.environ, "EXCHANGE_PROCESS": "setup"}
-    for step in (
+    steps = [
         ["migrate", "--noinput", "-v", "0"],
         ["collectstatic", "--noinput", "-v", "0"],
         ["kafka_topics"],
         ["seed_demo"],
-    ):
+    ]
+    if not production():
+        # One staff account per role, passwords in .run/staff.txt (the command refuses in production).
+        steps.append(["seed_staff"])
+    for step in steps:
         result = subprocess.run([*manage, *step], cwd=ROOT, env=env)
         if result.returncode != 0:
             raise SystemExit(f"[stack] `manage.py {' '.join(step)}` failed with status {result.returncode}")
@@ -532,17 +540,15 @@ def stop_pid(name: str, pid: int, sig: int, timeout: float) -> None:
 
 def print_banner(config: Config) -> None:
     base = f"http://127.0.0.1:{config.port}"
-    password_file = RUN / "operator-password"
-    password = os.environ.get("OPERATOR_PASSWORD") or (
-        password_file.read_text().strip() if password_file.exists() else "?"
-    )
-    username = os.environ.get("OPERATOR_USERNAME", "operator")
+    staff = RUN / "staff.txt"
+    shown = staff.relative_to(ROOT) if staff.is_relative_to(ROOT) else staff
+    sign_in = f"one staff account per role, passwords in {shown}" if staff.exists() else "your staff account"
     lines = [
         "",
         "The exchange is running:",
         f"  API            {base}/api/",
         f"  API docs       {base}/api/docs/",
-        f"  admin          {base}/admin/   (operator: {username} / {password})",
+        f"  admin          {base}/admin/   ({sign_in})",
         f"  health         {base}/healthz  {base}/readyz",
         f"  metrics        {base}/metrics",
         f"  logs and pids  {RUN}/",
@@ -659,7 +665,7 @@ def cmd_reset(config: Config) -> int:
 
     For development only: it refuses to run with EXCHANGE_ENV=production.
     """
-    if os.environ.get("EXCHANGE_ENV") == "production":
+    if production():
         raise SystemExit("[stack] reset deletes every order, balance and trade: refused in production")
     cmd_down(config)
     services_up(config)

@@ -4,12 +4,9 @@ from datetime import timedelta
 
 from django.db.models import Count, F, Q, Sum
 from django.db.models.functions import TruncDate
-from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import User
-from accounts.selectors import adjustments_awaiting, deposits_awaiting, liabilities, withdrawals_awaiting
-from exchange.api import decimal_str
 from matching.models import Market
 from matching.selectors import ENGINE_STATE_KEY
 from settlement.models import Trade
@@ -108,38 +105,3 @@ def market_days(*, days: int = 30) -> list[dict]:
         .order_by("market_id", "day")
     )
     return list(rows)
-
-
-def operator_dashboard(*, user: User, days: int = 30) -> dict:
-    """The admin's front page for one operator: the decisions waiting for them, what the exchange
-    owes its users, and each market's volume and fee revenue per day."""
-    waiting = [
-        ("Withdrawals to approve", withdrawals_awaiting(user=user), "accounts_withdrawal_changelist"),
-        ("Deposits to release or assign", deposits_awaiting(user=user), "accounts_deposit_changelist"),
-        ("Adjustments to check", adjustments_awaiting(user=user), "accounts_balanceadjustment_changelist"),
-    ]
-    today = timezone.now().date()
-    labels = [(today - timedelta(days=n)).isoformat() for n in reversed(range(days))]
-    series: dict[str, dict[str, dict[str, str]]] = {"volume": {}, "fees": {}}
-    for row in market_days(days=days):
-        for measure in series:
-            series[measure].setdefault(row["market_id"], {})[row["day"].isoformat()] = decimal_str(row[measure])
-    markets = sorted(Market.objects.values_list("symbol", "quote_id"))
-    chart: dict[str, object] = {"labels": labels}
-    for measure, values in series.items():
-        chart[measure] = [
-            {"market": symbol, "quote": quote, "values": [values.get(symbol, {}).get(day, "0") for day in labels]}
-            for symbol, quote in markets
-        ]
-    return {
-        "awaiting": [
-            {"label": label, "count": queryset.count(), "url": f"{reverse(f'admin:{view}')}?awaiting=me"}
-            for label, queryset, view in waiting
-        ],
-        "liabilities": [
-            {key: decimal_str(value) if key != "asset" else value for key, value in row.items()}
-            for row in liabilities()
-        ],
-        "chart": chart,
-        "days": days,
-    }

@@ -137,8 +137,9 @@ def kafka_settings() -> dict:
 @pytest.fixture(scope="session")
 def exchange(tmp_path_factory) -> Iterator[Exchange]:
     """One running exchange (API, matching worker, settlement consumer, Celery worker and beat as real
-    processes) shared by the end-to-end and browser tests; each test uses traders of its own."""
-    running = Exchange(tmp_path_factory.mktemp("exchange"))
+    processes) shared by the end-to-end and browser tests; each test uses traders of its own. Its
+    admin asks for a second factor, as in production."""
+    running = Exchange(tmp_path_factory.mktemp("exchange"), extra_env={"ADMIN_REQUIRE_2FA": "true"})
     try:
         running.setup()
         running.start()

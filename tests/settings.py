@@ -20,6 +20,6 @@ from exchange.settings import *  # noqa: E402, F403
 # Hashing passwords at full strength makes every test that logs in slow, and proves nothing.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
-# In-process tests render pages without running collectstatic first; the end-to-end processes use
-# the real manifest storage (they collect the files at set-up).
+# Admin pages rendered by the test client name their static files; the manifest that production's
+# storage looks them up in exists only after collectstatic.
 STORAGES = {**STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}  # noqa: F405

@@ -104,7 +104,7 @@ class Exchange:
             ["migrate", "--noinput", "-v", "0"],
             ["collectstatic", "--noinput", "-v", "0"],
             ["kafka_topics"],
-            ["seed_demo", "--no-operator"],
+            ["seed_demo"],
         )
         for step in steps:
             self.manage(*step)

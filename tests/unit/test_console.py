@@ -11,8 +11,8 @@ from django.utils import timezone
 
 from accounts.models import AuditLog, User, Withdrawal
 from accounts.services import adjustment_propose, withdrawal_approve, withdrawal_request
+from console.selectors import operator_dashboard
 from settlement.models import Trade
-from settlement.selectors import operator_dashboard
 from tests.unit.conftest import place
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("btc_usdt")]

@@ -18,9 +18,10 @@ from exchange.admin_tools import LargeTablePaginator
 from matching.models import Market, Order
 
 URL = "/admin/matching/order/"
-# Session, operator, the market filter's choices, the count, the page, and the date hierarchy's
-# range and dates; a deep page adds its keys, a search its username and cid lookups.
-STATEMENTS_PER_PAGE = 9
+# Session, operator, whether the operator has a second factor, the market filter's choices, the
+# count, the page, and the date hierarchy's range and dates; a deep page adds its keys, a search its
+# username and cid lookups.
+STATEMENTS_PER_PAGE = 10
 
 
 @pytest.fixture(autouse=True)

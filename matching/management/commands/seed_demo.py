@@ -1,15 +1,12 @@
-"""Demo assets and markets, and an operator account. Safe to run any number of times."""
+"""Demo assets and markets. Safe to run any number of times."""
 
-import os
-import secrets
 from decimal import Decimal
-from pathlib import Path
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from accounts.models import Asset, User
+from accounts.models import Asset
 from matching.models import Market
 from matching.services import market_create
 
@@ -61,25 +58,8 @@ MARKETS = [
 ]
 
 
-def operator_password(path: Path) -> str:
-    """OPERATOR_PASSWORD if set, else the one generated on the first run (kept under .run/)."""
-    from_env = os.environ.get("OPERATOR_PASSWORD")
-    if from_env:
-        return from_env
-    if path.exists():
-        return path.read_text().strip()
-    password = secrets.token_urlsafe(12)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.touch(mode=0o600)
-    path.write_text(password + "\n")
-    return password
-
-
 class Command(BaseCommand):
-    help = "Create the demo assets and markets and the operator account (idempotent)."
-
-    def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--no-operator", action="store_true", help="Skip the operator account.")
+    help = "Create the demo assets and markets (idempotent); staff accounts come from seed_staff."
 
     def handle(self, *args: object, **options: object) -> None:
         if settings.PRODUCTION:
@@ -99,15 +79,3 @@ class Command(BaseCommand):
                         min_notional=min_notional,
                     )
                     self.stdout.write(f"market {symbol} created")
-        if options["no_operator"]:
-            return
-        username = os.environ.get("OPERATOR_USERNAME", "operator")
-        password = operator_password(settings.RUN_DIR / "operator-password")
-        user, created = User.objects.get_or_create(
-            username=username, defaults={"is_staff": True, "is_superuser": True, "email": f"{username}@localhost"}
-        )
-        if created or not user.check_password(password):
-            user.set_password(password)
-            user.is_staff = user.is_superuser = True
-            user.save()
-        self.stdout.write(f"operator account: {username} / {password}")

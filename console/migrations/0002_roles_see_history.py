@@ -1,0 +1,44 @@
+"""Roles gain what came with the change history and the console's lists: every role that changes
+rules, and compliance and admin, read the history of changes (django-pghistory's events);
+compliance also reads balance adjustments and deposit addresses. A literal copy, like 0001."""
+
+from importlib import import_module
+
+from django.db import migrations
+
+ADDED = {
+    "finance": ("pghistory.view_events",),
+    "markets": ("pghistory.view_events",),
+    "compliance": (
+        "pghistory.view_events",
+        "accounts.view_balanceadjustment",
+        "accounts.view_depositaddress",
+    ),
+    "admin": ("pghistory.view_events",),
+}
+
+
+def roles_extend(apps, schema_editor):
+    permission_get = import_module("console.migrations.0001_roles").permission_get
+    Group = apps.get_model("auth", "Group")
+    for role, permissions in ADDED.items():
+        group = Group.objects.get(name=role)
+        group.permissions.add(*[permission_get(apps, dotted) for dotted in permissions])
+
+
+def roles_shrink(apps, schema_editor):
+    permission_get = import_module("console.migrations.0001_roles").permission_get
+    Group = apps.get_model("auth", "Group")
+    for role, permissions in ADDED.items():
+        group = Group.objects.get(name=role)
+        group.permissions.remove(*[permission_get(apps, dotted) for dotted in permissions])
+
+
+class Migration(migrations.Migration):
+    dependencies = [
+        ("console", "0001_roles"),
+        ("accounts", "0003_history_and_append_only"),
+        ("pghistory", "0007_auto_20250421_0444"),
+    ]
+
+    operations = [migrations.RunPython(roles_extend, roles_shrink)]
