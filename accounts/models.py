@@ -26,6 +26,11 @@ def append_only(name: str) -> pgtrigger.Protect:
     return pgtrigger.Protect(name=name, operation=pgtrigger.Update | pgtrigger.Delete)
 
 
+def plain(amount: Decimal) -> str:
+    """0.5 and 15000, not the column's 0.500000000000000000."""
+    return f"{amount.normalize():f}" if amount % 1 else f"{amount.quantize(Decimal(1)):f}"
+
+
 def AmountField(**kwargs) -> models.DecimalField:  # noqa: N802 - reads like a field class
     kwargs.setdefault("max_digits", AMOUNT_DIGITS)
     kwargs.setdefault("decimal_places", AMOUNT_PLACES)
@@ -297,7 +302,7 @@ class Deposit(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"deposit {self.pk} {self.amount} {self.asset_id} ({self.status})"
+        return f"deposit {self.pk} {plain(self.amount)} {self.asset_id} ({self.status})"
 
 
 class Withdrawal(models.Model):
@@ -363,7 +368,7 @@ class Withdrawal(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"withdrawal {self.pk} {self.amount} {self.asset_id} ({self.status})"
+        return f"withdrawal {self.pk} {plain(self.amount)} {self.asset_id} ({self.status})"
 
     @property
     def total(self) -> Decimal:
@@ -432,7 +437,8 @@ class BalanceAdjustment(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"adjustment {self.pk} {self.amount:+} {self.asset_id} ({self.status})"
+        sign = "+" if self.amount > 0 else ""
+        return f"adjustment {self.pk} {sign}{plain(self.amount)} {self.asset_id} ({self.status})"
 
 
 @pghistory.track()

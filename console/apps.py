@@ -1,6 +1,7 @@
 from axes import apps as axes_apps
 from django.apps import AppConfig
 from django_otp.plugins.otp_totp import apps as otp_totp_apps
+from pghistory import apps as pghistory_apps
 
 
 class ConsoleConfig(AppConfig):
@@ -14,7 +15,7 @@ class ConsoleConfig(AppConfig):
     default = True
 
 
-# The two sign-in libraries, under names an operator reads in the admin's menu.
+# The sign-in and history libraries, under names an operator reads in the admin's menu.
 
 
 class SignInRecordsConfig(axes_apps.AppConfig):
@@ -24,4 +25,9 @@ class SignInRecordsConfig(axes_apps.AppConfig):
 
 class SecondFactorsConfig(otp_totp_apps.DefaultConfig):
     verbose_name = "Second factors"
+    default = False
+
+
+class ChangeHistoryConfig(pghistory_apps.PGHistoryConfig):
+    verbose_name = "Change history"
     default = False

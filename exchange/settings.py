@@ -72,7 +72,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "pgtrigger",
-    "pghistory",
+    "console.apps.ChangeHistoryConfig",
     "pghistory.admin",
     "django_otp",
     "console.apps.SecondFactorsConfig",

@@ -1,159 +1,23 @@
-"""The operator's admin, driven in a real headless Chromium against the running exchange.
+"""The operator's admin, driven in a real headless Chromium against the running exchange: signing in,
+what each role sees, markets, orders and trades. The money flows are in test_money_flows.py."""
 
-The exchange asks for a second factor (ADMIN_REQUIRE_2FA, as in production). Each test signs in as
-one of the staff users `seed_staff` makes, in the role the work needs; the first sign-in of each
-goes through the enrolment page, where the test reads the key the way a phone would scan it and
-computes the codes with django-otp's TOTP.
-
-Screenshots of each page land in test-results/screenshots/; `make screenshots` copies them into
-docs/screenshots/ for the operations guide.
-"""
-
-import base64
-import os
 import re
-import shutil
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
-from django_otp.oath import TOTP
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
-from tests.e2e.harness import ROOT, Exchange
+from tests.browser.pages import ADDRESS, VIEWPORT, Operator, enrol, shot, submit_login
+from tests.e2e.harness import Exchange
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
-SHOTS = ROOT / "test-results" / "screenshots"
-VIEWPORT = {"width": 1440, "height": 900}
-CHROMIUM_FLAGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-def chromium_path() -> str:
-    path = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-    assert path, "Chromium is not installed: `make browser` installs it"
-    return path
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_FLAGS)
-        yield launched
-        launched.close()
-
-
-@dataclass
-class Operator:
-    """A seeded staff user, and the authenticator app they set up (once they have)."""
-
-    username: str
-    password: str
-    key: bytes | None = None
-    last_step: int = -1
-
-    def code(self) -> str:
-        """The code the app shows now; as the exchange takes each code once, wait for the next
-        30-second step when this one was already used."""
-        assert self.key is not None, f"{self.username} has no authenticator app yet"
-        totp = TOTP(self.key)
-        while totp.t() <= self.last_step:
-            time.sleep(0.5)
-        self.last_step = totp.t()
-        return f"{totp.token():06d}"
-
-    def wrong_code(self) -> str:
-        """A code the app shows at no step near now."""
-        totp = TOTP(self.key)
-        near = set()
-        for offset in range(-2, 3):
-            totp.time = time.time() + offset * 30
-            near.add(f"{totp.token():06d}")
-        return next(code for code in ("000000", "111111", "222222") if code not in near)
-
-
-@pytest.fixture(scope="module")
-def operators(exchange: Exchange) -> dict[str, Operator]:
-    """The staff `seed_staff` makes in the exchange, by username, with the passwords it wrote."""
-    exchange.manage("seed_staff")
-    rows = (exchange.workdir / "staff.txt").read_text().splitlines()
-    return {u: Operator(u, p) for u, p, _ in (r.split() for r in rows if r and not r.startswith("#"))}
-
-
-def submit_login(page: Page, exchange: Exchange, operator: Operator, code: str = "") -> None:
-    page.goto(f"{exchange.base}/admin/login/")
-    page.fill("#id_username", operator.username)
-    page.fill("#id_password", operator.password)
-    if code:
-        page.fill("#id_otp_token", code)
-    page.click("input[type=submit]")
-
-
-def enrol(page: Page, operator: Operator) -> None:
-    """On the enrolment page: take the key as the app would and confirm with its first code."""
-    expect(page.locator("#totp-qr svg")).to_be_visible()
-    operator.key = base64.b32decode(page.locator("#totp-secret").get_attribute("data-secret"))
-    page.fill("#id_otp_token", operator.code())
-    page.click("#two-factor-form input[type=submit]")
-    expect(page).not_to_have_url(re.compile(r"/admin/(two-factor|login)/"))
-
-
-@pytest.fixture(scope="module")
-def signed_in(browser: Browser, exchange: Exchange, operators: dict[str, Operator]) -> Callable[[str], dict]:
-    """The cookies of a session of that seeded user, verified by their app (set up on first use)."""
-    sessions: dict[str, dict] = {}
-
-    def session(username: str) -> dict:
-        if username not in sessions:
-            context = browser.new_context(viewport=VIEWPORT)
-            page = context.new_page()
-            operator = operators[username]
-            submit_login(page, exchange, operator, operator.code() if operator.key else "")
-            if operator.key is None:
-                expect(page).to_have_url(re.compile(r"/admin/two-factor/"))
-                enrol(page, operator)
-            sessions[username] = context.storage_state()
-            context.close()
-        return sessions[username]
-
-    return session
-
-
-@pytest.fixture
-def page_as(browser: Browser, signed_in: Callable[[str], dict]) -> Iterator[Callable[[str], Page]]:
-    """`page_as("finance")`: a browser tab signed in as that seeded staff user."""
-    contexts = []
-
-    def open_as(username: str) -> Page:
-        context = browser.new_context(viewport=VIEWPORT, storage_state=signed_in(username))
-        contexts.append(context)
-        return context.new_page()
-
-    yield open_as
-    for context in contexts:
-        context.close()
-
-
-def shot(page: Page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=False)
-
 
 def test_a_new_operator_sets_up_an_authenticator_app_then_signs_in_with_its_code(
-    browser: Browser, exchange: Exchange, operators: dict[str, Operator]
+    browser: Browser, exchange: Exchange, staff: dict[str, Operator]
 ) -> None:
-    operator = operators["compliance"]
+    operator = staff["compliance"]
     enrolling = browser.new_context(viewport=VIEWPORT)
     page = enrolling.new_page()
     submit_login(page, exchange, operator)
@@ -190,31 +54,41 @@ def test_a_new_operator_sets_up_an_authenticator_app_then_signs_in_with_its_code
 
 
 def test_the_login_page_refuses_a_wrong_password(
-    browser: Browser, exchange: Exchange, operators: dict[str, Operator]
+    browser: Browser, exchange: Exchange, staff: dict[str, Operator]
 ) -> None:
     page = browser.new_page(viewport={"width": 1200, "height": 700})
-    support = operators["support"]
+    support = staff["support"]
     submit_login(page, exchange, Operator(support.username, f"not-{support.password}"))
     expect(page.locator(".errornote")).to_be_visible()
     shot(page, "admin-login-refused")
     page.close()
 
 
-def test_the_dashboard_shows_settlement_and_the_work_waiting(
+def test_the_dashboard_shows_what_waits_for_the_operator_and_links_to_it(
     page_as: Callable[[str], Page], exchange: Exchange
 ) -> None:
-    trader = exchange.register("dashboard")
-    trader.deposit("USDT", "50")
-    trader.call("POST", "withdrawals/", json={"asset": "USDT", "amount": "5", "address": "T9dash"})
+    trader, seller = exchange.register("dashboard"), exchange.register("dashseller")
+    trader.deposit("USDT", "5000")
+    seller.deposit("ETH", "1")
+    # A trade today, for the charts.
+    sell = seller.order(symbol="ETH_USDT", side="Sell", order_type="Limit", price="3000", quantity="0.5").json()
+    seller.wait_status(sell["id"], "open")
+    buy = trader.order(symbol="ETH_USDT", side="Buy", order_type="Limit", price="3000", quantity="0.5").json()
+    trader.wait_status(buy["id"], "filled")
+    answer = trader.call("POST", "withdrawals/", json={"asset": "USDT", "amount": "15", "address": ADDRESS})
+    assert answer.status_code == 201, answer.text
     page = page_as("finance")
     page.goto(f"{exchange.base}/admin/")
-    pending = int(page.locator("#withdrawals-pending").inner_text())
-    assert pending >= 1
+    waiting = page.locator("#waiting-module tr", has_text="Withdrawals to approve")
+    count = int(waiting.locator("td.number").inner_text())
+    assert count >= 1
+    expect(page.locator("#liabilities-module")).to_contain_text("USDT")
     expect(page.locator("#settlement-module")).to_contain_text("BTC_USDT")
-    expect(page.locator("#settlement-module")).to_contain_text("ETH_USDT")
+    expect(page.locator("#volume-chart")).to_have_attribute("data-drawn", "true")
+    expect(page.locator("#fees-chart")).to_have_attribute("data-drawn", "true")
     shot(page, "admin-dashboard")
-    page.get_by_role("link", name="Withdrawals to review").click()
-    expect(page.locator("#result_list tbody tr")).to_have_count(pending)
+    waiting.get_by_role("link").click()
+    expect(page.locator("#result_list tbody tr")).to_have_count(count)
     expect(page.locator("#result_list")).to_contain_text(trader.username)
 
 
@@ -267,31 +141,6 @@ def test_trades_and_orders_are_listed_read_only(page_as: Callable[[str], Page], 
     page.goto(f"{exchange.base}/admin/accounts/ledgerentry/?q=trade")
     expect(page.locator("#result_list")).to_be_visible()
     shot(page, "admin-ledger")
-
-
-def test_approving_a_withdrawal_in_the_admin_sends_the_funds_and_is_audited(
-    page_as: Callable[[str], Page], exchange: Exchange
-) -> None:
-    page = page_as("finance")
-    trader = exchange.register("withdrawer")
-    trader.deposit("USDT", "300")
-    withdrawal = trader.call("POST", "withdrawals/", json={"asset": "USDT", "amount": "120", "address": "T9abc"}).json()
-    assert trader.balances()["USDT"] == (Decimal("180"), Decimal("120"))
-
-    page.goto(f"{exchange.base}/admin/accounts/withdrawal/?status__exact=pending&q={trader.username}")
-    page.locator(f"input.action-select[value='{withdrawal['id']}']").check()
-    page.select_option("select[name=action]", "approve")
-    shot(page, "admin-withdrawal-approve")
-    page.click("button[name=index]")
-    expect(page.locator(".messagelist .success")).to_contain_text("1 withdrawals approved")
-    shot(page, "admin-withdrawal-approved")
-
-    assert trader.balances()["USDT"] == (Decimal("180"), Decimal("0"))
-    assert exchange.query(
-        "SELECT a.action, u.username FROM accounts_auditlog a JOIN accounts_user u ON u.id = a.actor_id "
-        "WHERE a.target = %s",
-        f"withdrawal:{withdrawal['id']}",
-    ) == [("withdrawal_approve", "finance")]
 
 
 def test_halting_a_market_in_the_admin_stops_new_orders(page_as: Callable[[str], Page], exchange: Exchange) -> None:

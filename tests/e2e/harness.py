@@ -259,10 +259,11 @@ class Exchange:
 
 
 class Trader:
-    def __init__(self, exchange: Exchange, username: str, user_id: int, access: str) -> None:
+    def __init__(self, exchange: Exchange, username: str, user_id: int, access: str, password: str = PASSWORD) -> None:
         self.exchange = exchange
         self.username = username
         self.id = user_id
+        self.password = password
         self.headers = {"Authorization": f"Bearer {access}"}
 
     def call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
@@ -271,7 +272,7 @@ class Trader:
         if answer.status_code == 401 and answer.json()["error"]["code"] == "token_not_valid":
             # What any client does when its access token has expired: log in again, once.
             tokens = self.exchange.http.post(
-                f"{self.exchange.base}/api/auth/token/", json={"username": self.username, "password": PASSWORD}
+                f"{self.exchange.base}/api/auth/token/", json={"username": self.username, "password": self.password}
             )
             self.headers = {"Authorization": f"Bearer {tokens.json()['access']}"}
             answer = self.exchange.http.request(method, url, headers=self.headers, **kwargs)
