@@ -376,6 +376,10 @@ class Withdrawal(models.Model):
         return self.amount + self.fee
 
 
+# For the API schema's enum names (drf-spectacular's ENUM_NAME_OVERRIDES takes a module attribute).
+DEPOSIT_STATUSES = Deposit.Status
+WITHDRAWAL_STATUSES = Withdrawal.Status
+
 # Withdrawals custody may send: approved, where one approval is enough, or approved twice.
 WITHDRAWAL_READY_FOR_CUSTODY = Q(status=Withdrawal.Status.APPROVED, needs_second_approval=False) | Q(
     status=Withdrawal.Status.SECOND_APPROVED

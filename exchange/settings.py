@@ -311,7 +311,12 @@ SPECTACULAR_SETTINGS = {
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SERVE_AUTHENTICATION": [],
     "SWAGGER_UI_DIST": "SIDECAR",
-    "ENUM_NAME_OVERRIDES": {"OrderSide": "matching.models.Order.Side.choices"},
+    "ENUM_NAME_OVERRIDES": {
+        "OrderSide": "matching.models.ORDER_SIDES",
+        "OrderStatus": "matching.models.ORDER_STATUSES",
+        "DepositStatus": "accounts.models.DEPOSIT_STATUSES",
+        "WithdrawalStatus": "accounts.models.WITHDRAWAL_STATUSES",
+    },
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
 }
 

@@ -170,7 +170,9 @@ class OrdersApi(APIView):
     class CancelAllOutputSerializer(serializers.Serializer):
         count = serializers.IntegerField(help_text="Live orders the engine was asked to cancel.")
 
-    @extend_schema(parameters=[CancelAllSerializer], responses={202: CancelAllOutputSerializer})
+    @extend_schema(
+        parameters=[CancelAllSerializer], responses={202: CancelAllOutputSerializer}, operation_id="orders_cancel_all"
+    )
     def delete(self, request: Request) -> Response:
         query = self.CancelAllSerializer(data=request.query_params)
         query.is_valid(raise_exception=True)

@@ -145,6 +145,11 @@ class Order(models.Model):
         return self.status in self.LIVE_STATUSES
 
 
+# For the API schema's enum names (drf-spectacular's ENUM_NAME_OVERRIDES takes a module attribute).
+ORDER_SIDES = Order.Side
+ORDER_STATUSES = Order.Status
+
+
 class OutboxMessage(models.Model):
     """A Kafka message written in the same transaction as the change it announces.
 
