@@ -420,10 +420,13 @@ def withdrawal_request(*, user: User, asset: Asset, amount: Decimal, address: st
         raise InvalidRequest("below_minimum", f"The smallest {asset.pk} withdrawal is {smallest}.", field="amount")
     if not re.fullmatch(asset.address_regex, address):
         raise InvalidRequest("invalid_address", f"That is not a valid {asset.pk} address.", field="address")
-    # Locking the user's account first serialises their withdrawals of this asset, so two requests at
-    # once cannot both pass the daily limit.
+    # Locking the user's accounts first serialises their withdrawals of this asset, so two requests at
+    # once cannot both pass the daily limit. Both accounts exist before either is locked: creating
+    # one may wait for another transaction's insert of it (an order placed at the same moment), which
+    # must never happen while holding a lock that transaction needs next.
     available = account_get(user=user, asset=asset, kind=Account.Kind.AVAILABLE)
-    accounts_lock([available.pk])
+    locked = account_get(user=user, asset=asset, kind=Account.Kind.LOCKED)
+    accounts_lock([available.pk, locked.pk])
     if asset.withdrawal_daily_limit is not None:
         since = timezone.now() - timedelta(hours=24)
         used = (
