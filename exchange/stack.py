@@ -427,11 +427,11 @@ def prepare(config: Config) -> None:
         ["migrate", "--noinput", "-v", "0"],
         ["collectstatic", "--noinput", "-v", "0"],
         ["kafka_topics"],
-        ["seed_demo"],
     ]
     if not production():
-        # One staff account per role, passwords in .run/staff.txt (the command refuses in production).
-        steps.append(["seed_staff"])
+        # Demo markets, and one staff account per role with its password in .run/staff.txt. Production
+        # seeds nothing (both commands refuse there).
+        steps += [["seed_demo"], ["seed_staff"]]
     for step in steps:
         result = subprocess.run([*manage, *step], cwd=ROOT, env=env)
         if result.returncode != 0:

@@ -90,3 +90,32 @@ def test_a_line_removed_from_the_file_gets_a_new_password(run_dir) -> None:
     assert again["markets"][0] != first["markets"][0]
     assert User.objects.get(username="markets").check_password(again["markets"][0])
     assert {k: v for k, v in again.items() if k != "markets"} == {k: v for k, v in first.items() if k != "markets"}
+
+
+def test_demo_markets_are_not_seeded_in_production_either(settings) -> None:
+    from django.core.management import call_command
+
+    from matching.models import Market
+
+    settings.PRODUCTION = True
+    with pytest.raises(CommandError, match="refused with EXCHANGE_ENV=production"):
+        call_command("seed_demo")
+    assert not Market.objects.exists()
+
+
+def test_the_stack_seeds_nothing_in_production(monkeypatch) -> None:
+    from exchange import stack
+
+    ran: list[list[str]] = []
+    monkeypatch.setattr(stack.subprocess, "run", lambda argv, **kw: ran.append(argv[2:]) or _Done())
+    monkeypatch.setenv("EXCHANGE_ENV", "production")
+    stack.prepare(stack.Config.from_env())
+    assert [step[0] for step in ran] == ["migrate", "collectstatic", "kafka_topics"]
+    monkeypatch.setenv("EXCHANGE_ENV", "development")
+    ran.clear()
+    stack.prepare(stack.Config.from_env())
+    assert [step[0] for step in ran][-2:] == ["seed_demo", "seed_staff"]
+
+
+class _Done:
+    returncode = 0
