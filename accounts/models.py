@@ -239,6 +239,9 @@ class Deposit(models.Model):
         UNMATCHED = "unmatched", "sent to an address nobody owns"
         REJECTED = "rejected"
 
+    # Waiting for a finance operator: to release, or to assign to its owner.
+    REVIEW_STATUSES = (Status.HELD, Status.UNMATCHED)
+
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         null=True,
@@ -375,14 +378,26 @@ class Withdrawal(models.Model):
         """What the user's account pays: the amount and the fee."""
         return self.amount + self.fee
 
+    @property
+    def ready_for_custody(self) -> bool:
+        """The row's side of `WITHDRAWAL_READY_FOR_CUSTODY`."""
+        return self.status == self.Status.SECOND_APPROVED or (
+            self.status == self.Status.APPROVED and not self.needs_second_approval
+        )
+
 
 # For the API schema's enum names (drf-spectacular's ENUM_NAME_OVERRIDES takes a module attribute).
 DEPOSIT_STATUSES = Deposit.Status
 WITHDRAWAL_STATUSES = Withdrawal.Status
 
-# Withdrawals custody may send: approved, where one approval is enough, or approved twice.
+# Withdrawals custody may send: approved, where one approval is enough, or approved twice
+# (`Withdrawal.ready_for_custody` says the same of one row).
 WITHDRAWAL_READY_FOR_CUSTODY = Q(status=Withdrawal.Status.APPROVED, needs_second_approval=False) | Q(
     status=Withdrawal.Status.SECOND_APPROVED
+)
+# Withdrawals waiting for an approval: the first, or the second where the amount needs two.
+WITHDRAWAL_AWAITING_APPROVAL = Q(status=Withdrawal.Status.REQUESTED) | Q(
+    status=Withdrawal.Status.APPROVED, needs_second_approval=True
 )
 
 

@@ -5,6 +5,7 @@ from decimal import Decimal
 from django.db.models import Q, QuerySet, Sum
 
 from accounts.models import (
+    WITHDRAWAL_AWAITING_APPROVAL,
     WITHDRAWAL_READY_FOR_CUSTODY,
     Account,
     Asset,
@@ -76,16 +77,15 @@ def withdrawals_for_custody(*, limit: int = 500) -> list[Withdrawal]:
 def withdrawals_awaiting(*, user: User) -> QuerySet[Withdrawal]:
     if not user.has_perm("accounts.approve_withdrawal"):
         return Withdrawal.objects.none()
-    first = Q(status=Withdrawal.Status.REQUESTED)
-    second = Q(status=Withdrawal.Status.APPROVED, needs_second_approval=True) & ~Q(approved_by=user)
-    return Withdrawal.objects.filter(first | second).exclude(user=user)
+    own_first_approval = Q(status=Withdrawal.Status.APPROVED, approved_by=user)
+    return Withdrawal.objects.filter(WITHDRAWAL_AWAITING_APPROVAL).exclude(user=user).exclude(own_first_approval)
 
 
 def deposits_awaiting(*, user: User) -> QuerySet[Deposit]:
     if not user.has_perm("accounts.release_deposit"):
         return Deposit.objects.none()
-    held = Q(status=Deposit.Status.HELD) & (Q(assigned_by__isnull=True) | ~Q(assigned_by=user))
-    return Deposit.objects.filter(held | Q(status=Deposit.Status.UNMATCHED)).exclude(user=user)
+    own_assignment = Q(status=Deposit.Status.HELD, assigned_by=user)
+    return Deposit.objects.filter(status__in=Deposit.REVIEW_STATUSES).exclude(user=user).exclude(own_assignment)
 
 
 def adjustments_awaiting(*, user: User) -> QuerySet[BalanceAdjustment]:

@@ -400,12 +400,6 @@ def deposit_reject(*, deposit_id: int, reason: str, acting_user: User) -> Deposi
 # --- Withdrawals ----------------------------------------------------------------------------------
 
 
-def _ready_for_custody(withdrawal: Withdrawal) -> bool:
-    return withdrawal.status == Withdrawal.Status.SECOND_APPROVED or (
-        withdrawal.status == Withdrawal.Status.APPROVED and not withdrawal.needs_second_approval
-    )
-
-
 @transaction.atomic
 def withdrawal_request(*, user: User, asset: Asset, amount: Decimal, address: str) -> Withdrawal:
     """Check the asset's rules, lock the amount and the fee, and wait for approval. Anything refused
@@ -538,7 +532,7 @@ def withdrawal_report(*, withdrawal_id: int, status: str, tx_id: str | None = No
     )
     if withdrawal is None:
         raise NotFound("unknown_withdrawal", f"No withdrawal {withdrawal_id}.")
-    current, ready = withdrawal.status, _ready_for_custody(withdrawal)
+    current, ready = withdrawal.status, withdrawal.ready_for_custody
     allowed = {
         Withdrawal.Status.SENT: ready,
         Withdrawal.Status.COMPLETED: ready or current == Withdrawal.Status.SENT,

@@ -54,7 +54,7 @@ def operations_overview() -> dict:
     from django.core.cache import cache
     from django.db.models import Count
 
-    from accounts.models import Deposit, Withdrawal
+    from accounts.models import WITHDRAWAL_AWAITING_APPROVAL, Deposit, Withdrawal
     from matching.models import Order, OutboxMessage
     from settlement.models import Alert, ReconciliationRun, SettlementCursor
 
@@ -78,10 +78,8 @@ def operations_overview() -> dict:
         "markets": markets,
         "alerts": alerts,
         "alerts_total": sum(alerts.values()),
-        "withdrawals_pending": Withdrawal.objects.filter(
-            Q(status=Withdrawal.Status.REQUESTED) | Q(status=Withdrawal.Status.APPROVED, needs_second_approval=True)
-        ).count(),
-        "deposits_awaiting": Deposit.objects.filter(status__in=[Deposit.Status.HELD, Deposit.Status.UNMATCHED]).count(),
+        "withdrawals_pending": Withdrawal.objects.filter(WITHDRAWAL_AWAITING_APPROVAL).count(),
+        "deposits_awaiting": Deposit.objects.filter(status__in=Deposit.REVIEW_STATUSES).count(),
         "outbox_unpublished": OutboxMessage.objects.filter(published_at__isnull=True).count(),
         "orders": dict(Order.objects.values_list("status").annotate(n=Count("id")).order_by()),
         "engine_commands": engine.get("commands"),
