@@ -93,7 +93,9 @@ def _asset(symbol: str) -> Asset:
     return asset
 
 
-TX_ID = r"^[\x21-\x7e]{1,128}$"
+# Transaction ids and withdrawal addresses: 1 to 128 visible ASCII characters (an asset's own
+# address format is checked by the service).
+VISIBLE_ASCII = r"^[\x21-\x7e]{1,128}$"
 IDEMPOTENCY_PARAMETER = OpenApiParameter(
     HEADER,
     location=OpenApiParameter.HEADER,
@@ -135,7 +137,7 @@ class DepositsApi(APIView):
     class InputSerializer(serializers.Serializer):
         asset = serializers.CharField(max_length=16)
         amount = AmountField()
-        tx_id = serializers.RegexField(TX_ID, required=False, allow_null=True)
+        tx_id = serializers.RegexField(VISIBLE_ASCII, required=False, allow_null=True)
 
     @extend_schema(responses={200: DepositOutputSerializer(many=True)})
     def get(self, request: Request) -> Response:
@@ -178,7 +180,7 @@ class WithdrawalsApi(APIView):
     class InputSerializer(serializers.Serializer):
         asset = serializers.CharField(max_length=16)
         amount = AmountField()
-        address = serializers.RegexField(r"^[\x21-\x7e]{1,128}$")
+        address = serializers.RegexField(VISIBLE_ASCII)
 
     @extend_schema(responses={200: WithdrawalOutputSerializer(many=True)})
     def get(self, request: Request) -> Response:
@@ -251,7 +253,7 @@ class CustodyDepositsApi(CustodyApi):
         asset = serializers.CharField(max_length=16)
         address = serializers.CharField(max_length=128)
         amount = AmountField()
-        tx_id = serializers.RegexField(TX_ID)
+        tx_id = serializers.RegexField(VISIBLE_ASCII)
         confirmations = serializers.IntegerField(min_value=0, max_value=1_000_000)
 
     class OutputSerializer(serializers.ModelSerializer):
@@ -303,7 +305,7 @@ class CustodyDepositsApi(CustodyApi):
 class CustodyWithdrawalsApi(CustodyApi):
     class InputSerializer(serializers.Serializer):
         withdrawal_id = serializers.IntegerField(min_value=1)
-        tx_id = serializers.RegexField(TX_ID, required=False, allow_null=True)
+        tx_id = serializers.RegexField(VISIBLE_ASCII, required=False, allow_null=True)
         status = serializers.ChoiceField(
             choices=[Withdrawal.Status.SENT, Withdrawal.Status.COMPLETED, Withdrawal.Status.FAILED]
         )

@@ -181,12 +181,12 @@ def user_unrestrict(*, user: User, kind: str, reason: str, acting_user: User) ->
 # --- Amounts --------------------------------------------------------------------------------------
 
 
-def amount_check(*, asset: Asset, amount: Decimal, field: str = "amount") -> None:
+def amount_check(*, asset: Asset, amount: Decimal) -> None:
     if amount <= 0:
-        raise InvalidRequest("invalid_amount", "Amount must be greater than zero.", field=field)
+        raise InvalidRequest("invalid_amount", "Amount must be greater than zero.", field="amount")
     if amount != amount.quantize(asset.quantum):
         raise InvalidRequest(
-            "invalid_precision", f"{asset.pk} amounts have at most {asset.decimals} decimal places.", field=field
+            "invalid_precision", f"{asset.pk} amounts have at most {asset.decimals} decimal places.", field="amount"
         )
 
 
@@ -443,12 +443,11 @@ def withdrawal_request(*, user: User, asset: Asset, amount: Decimal, address: st
         address=address,
         needs_second_approval=amount > asset.withdrawal_four_eyes_threshold,
     )
-    funds_lock(
-        user=user,
-        asset=asset,
-        amount=withdrawal.total,
+    # funds_lock's move, with the accounts already in hand.
+    ledger_post(
         kind=LedgerEntry.Kind.WITHDRAWAL_LOCK,
         reference=f"withdrawal:{withdrawal.pk}",
+        moves=[(available, -withdrawal.total), (locked, withdrawal.total)],
     )
     return withdrawal
 
