@@ -52,7 +52,6 @@ def operations_overview() -> dict:
     admin dashboard, `/metrics`) shows the same figures.
     """
     from django.core.cache import cache
-    from django.db.models import Count
 
     from accounts.models import WITHDRAWAL_AWAITING_APPROVAL, Deposit, Withdrawal
     from matching.models import Order, OutboxMessage
@@ -88,15 +87,14 @@ def operations_overview() -> dict:
 
 
 def market_days(*, days: int = 30) -> list[dict]:
-    """Per market and day over the last `days` days: trades, volume and fee revenue, both in the
-    market's quote asset (a buyer's fee, taken in the base asset, is valued at the trade's price)."""
+    """Per market and day over the last `days` days: volume and fee revenue, both in the market's
+    quote asset (a buyer's fee, taken in the base asset, is valued at the trade's price)."""
     since = (timezone.now() - timedelta(days=days - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
     rows = (
         Trade.objects.filter(executed_at__gte=since)
         .annotate(day=TruncDate("executed_at"))
         .values("market_id", "day")
         .annotate(
-            trades=Count("id"),
             volume=Sum("quote_amount"),
             fees=Sum(F("seller_fee") + F("buyer_fee") * F("price")),
         )
