@@ -74,6 +74,8 @@ ORDER_COLUMNS = [
     "filled_quote",
     "fee",
     "locked",
+    "maker_fee_rate",
+    "taker_fee_rate",
     "status",
     "reason",
     "cancel_requested_at",
@@ -279,7 +281,7 @@ def order_rows(count: int, user_ids: list[int], rng: random.Random, now: datetim
         yield (
             f"{owners[i]}\t{market}\t{rng.getrandbits(96):024x}\t{side}\t{order_type}\t{tif}\t"
             f"{'t' if post_only else 'f'}\tcancel_incoming\t{_value(price)}\t{_value(shown_quantity)}\t"
-            f"{_value(quote_quantity)}\t{filled}\t{filled_quote}\t{fee}\t{locked}\t{status}\t{reason}\t"
+            f"{_value(quote_quantity)}\t{filled}\t{filled_quote}\t{fee}\t{locked}\t0.001\t0.002\t{status}\t{reason}\t"
             f"{_value(cancel_requested)}\t0\t\\N\t{created.isoformat()}\t{updated.isoformat()}\n"
         )
 

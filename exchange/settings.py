@@ -15,6 +15,8 @@ import environ
 import structlog
 from django.core.exceptions import ImproperlyConfigured
 
+from exchange.kafka.security import connection_options
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 RUN_DIR = Path(environ.Env().str("EXCHANGE_RUN_DIR", default=str(BASE_DIR / ".run")))
 
@@ -204,6 +206,9 @@ CELERY_BEAT_SCHEDULE = {
 # Every Kafka setting lives here; exchange/kafka/client.py is the only reader.
 KAFKA = {
     "BOOTSTRAP_SERVERS": env.list("KAFKA_BOOTSTRAP_SERVERS", default=local_default(["127.0.0.1:9092"])),
+    # SASL and TLS for every producer, consumer and admin client (KAFKA_SECURITY_PROTOCOL and the
+    # rest; SASL_SSL only in production unless KAFKA_ALLOW_INSECURE): see exchange/kafka/security.py.
+    "SECURITY": connection_options(os.environ, production=PRODUCTION),
     "TOPIC_PREFIX": env.str("KAFKA_TOPIC_PREFIX", default=""),
     "PARTITIONS": {
         "orders": env.int("KAFKA_ORDERS_PARTITIONS", default=3),

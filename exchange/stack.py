@@ -679,7 +679,9 @@ def cmd_reset(config: Config) -> int:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     say(f"dropped database {name}")
     prefix = os.environ.get("KAFKA_TOPIC_PREFIX", "")
-    kafka = KafkaAdminClient(bootstrap_servers=config.kafka)
+    from exchange.kafka.security import connection_options
+
+    kafka = KafkaAdminClient(bootstrap_servers=config.kafka, **connection_options(os.environ, production=False))
     try:
         doomed = [t for t in (f"{prefix}orders", f"{prefix}engine-events") if t in set(kafka.list_topics())]
         if doomed:

@@ -105,6 +105,10 @@ class Order(models.Model):
     locked = AmountField(
         default=Decimal(0), help_text="What this order still holds locked (quote for a buy, base for a sell)."
     )
+    # The market's rates when the order was placed: a later change of the market's fees applies to
+    # orders placed after it, never to one already resting.
+    maker_fee_rate = models.DecimalField(max_digits=8, decimal_places=6, help_text="Fee rate when it makes liquidity.")
+    taker_fee_rate = models.DecimalField(max_digits=8, decimal_places=6, help_text="Fee rate when it takes liquidity.")
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING, db_index=True)
     reason = models.CharField(max_length=32, blank=True, help_text="Why it was cancelled or rejected.")
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
@@ -123,6 +127,13 @@ class Order(models.Model):
             models.CheckConstraint(
                 condition=Q(locked=0) | Q(status__in=["pending", "open", "partially_filled"]),
                 name="order_final_holds_nothing",
+            ),
+            models.CheckConstraint(
+                condition=Q(maker_fee_rate__gte=0)
+                & Q(maker_fee_rate__lt=1)
+                & Q(taker_fee_rate__gte=0)
+                & Q(taker_fee_rate__lt=1),
+                name="order_fee_rates_in_range",
             ),
         ]
         indexes = [

@@ -333,6 +333,8 @@ def order_place(
                 quantity=quantity,
                 quote_quantity=quote_quantity,
                 locked=to_lock,
+                maker_fee_rate=market.maker_fee,
+                taker_fee_rate=market.taker_fee,
             )
             funds_lock(
                 user=user,

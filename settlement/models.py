@@ -55,7 +55,7 @@ class SettlementCursor(models.Model):
         OK = "ok"
         GAP = "gap", "stopped: sequence gap"
         BROKEN_CHAIN = "broken_chain", "stopped: hash chain broken"
-        INCONSISTENT = "inconsistent", "stopped: event names an order or market the database lacks"
+        INCONSISTENT = "inconsistent", "stopped: an event the database contradicts"
 
     market = models.CharField(max_length=32, primary_key=True)
     seq = models.BigIntegerField(default=0, help_text="Last settled sequence number.")
@@ -131,6 +131,8 @@ class Alert(models.Model):
         BROKEN_CHAIN = "broken_chain"
         DIVERGENT_EVENT = "divergent_event"
         UNKNOWN_REFERENCE = "unknown_reference"
+        FAILED_CHECK = "failed_check"
+        UNCHAINED_EVENT = "unchained_event"
         BAD_MESSAGE = "bad_message"
         RECONCILIATION = "reconciliation"
 

@@ -4,8 +4,9 @@ Two transactions, each idempotent:
 - `events_ingest` (the consumer process) stores a Kafka batch in the inbox, unique by
   (market, seq), with the Kafka offsets it came from. Seeing an event twice stores it once.
 - `market_settle` (a Celery task) applies the next contiguous events of one market, checks the hash
-  chain as it goes, and moves the market's cursor in the same transaction as the effects. Running it
-  twice, or concurrently, applies each event once.
+  chain and each event against the orders in the database (`settlement.checks`) as it goes, and
+  moves the market's cursor in the same transaction as the effects. Running it twice, or
+  concurrently, applies each event once.
 """
 
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from accounts.services import account_get, accounts_lock, audit_record, funds_re
 from exchange.kafka import schemas
 from matching.engine import Event, canonical, chain_hash, event_from_dict
 from matching.models import Market, Order
+from settlement.checks import event_refusal, order_ids, rejection_effective
 from settlement.models import Alert, ConsumerOffset, EngineEvent, SettlementCursor, Trade
 
 log = structlog.get_logger(__name__)
@@ -54,23 +56,23 @@ def alert_raise(*, kind: str, market: str, message: str) -> Alert:
 def events_ingest(*, topic: str, messages: list[ReceivedMessage]) -> set[str]:
     """Store a batch of engine events and the offsets after them; return the markets that got new
     events."""
-    events: list[Event] = []
+    sequenced: list[Event] = []
     for message in messages:
         try:
-            events.append(schemas.decode_event(message.value))
+            event = schemas.decode_event(message.value)
+            _storable_check(event)
         except schemas.SchemaError as exc:
             alert_raise(
                 kind=Alert.Kind.BAD_MESSAGE,
                 market="",
                 message=f"{topic}[{message.partition}]@{message.offset}: {exc}",
             )
-
-    for event in events:
+            continue
         if event.seq == 0:
-            # Rejections for a market the engine does not know belong to no chain.
-            _unsequenced_apply(event)
+            _unsequenced_ignore(event)
+        else:
+            sequenced.append(event)
 
-    sequenced = [e for e in events if e.seq > 0]
     touched: set[str] = set()
     if sequenced:
         stored = {
@@ -112,6 +114,31 @@ def events_ingest(*, topic: str, messages: list[ReceivedMessage]) -> set[str]:
     for partition, offset in last.items():
         ConsumerOffset.objects.update_or_create(topic=topic, partition=partition, defaults={"offset": offset + 1})
     return touched
+
+
+_MARKET_LENGTH = EngineEvent._meta.get_field("market").max_length
+_LARGEST_SEQ = 2**63 - 1  # PostgreSQL's bigint
+
+
+def _storable_check(event: Event) -> None:
+    """An event the inbox cannot hold would fail the whole batch's transaction again and again."""
+    if len(event.market) > _MARKET_LENGTH or event.seq > _LARGEST_SEQ:
+        raise schemas.SchemaError(f"event of market {event.market[:_MARKET_LENGTH]!r}... #{event.seq} cannot be stored")
+
+
+def _unsequenced_ignore(event: Event) -> None:
+    """The engine rejects commands for a market it does not know outside any chain (sequence 0).
+
+    Nothing vouches for such an event, so it changes nothing: an order it names stays pending with
+    its funds, and the relay sends it again (`orders_resend_stale`) until the engine, which by then
+    has the market, answers within the chain. An operator hears of it once per market.
+    """
+    log.warning("unsequenced_event_ignored", fields=event.to_dict())
+    alert_raise(
+        kind=Alert.Kind.UNCHAINED_EVENT,
+        market=event.market[:_MARKET_LENGTH],
+        message="events outside the hash chain (sequence 0) were ignored; see the settlement log",
+    )
 
 
 def _any_of(keys: object) -> Q:
@@ -160,9 +187,8 @@ def _release_rest(order: Order, *, status: str, reason: str = "") -> None:
 
 def _apply_accepted(batch: _Batch, event: Event) -> None:
     order = batch.orders[event.order_id]
-    if order.status == Order.Status.PENDING:
-        order.status = Order.Status.OPEN
-        order.save(update_fields=["status", "updated_at"])
+    order.status = Order.Status.OPEN
+    order.save(update_fields=["status", "updated_at"])
 
 
 def _apply_trade(batch: _Batch, event: Event) -> None:
@@ -172,8 +198,9 @@ def _apply_trade(batch: _Batch, event: Event) -> None:
     price = market.from_ticks(event.price)
     quantity = market.from_lots(event.quantity)
     quote = price * quantity
-    buyer_rate = market.taker_fee if buy is taker else market.maker_fee
-    seller_rate = market.taker_fee if sell is taker else market.maker_fee
+    # The rates each order was placed under, whatever the market's rates are now.
+    buyer_rate = buy.taker_fee_rate if buy is taker else buy.maker_fee_rate
+    seller_rate = sell.taker_fee_rate if sell is taker else sell.maker_fee_rate
     buyer_fee = _fee(quantity, buyer_rate, market.base.quantum)
     seller_fee = _fee(quote, seller_rate, market.quote.quantum)
     # A limit buy locked its own price for every lot; it pays the maker's price and gets the rest back.
@@ -229,17 +256,9 @@ def _apply_cancelled(batch: _Batch, event: Event) -> None:
     _release_rest(batch.orders[event.order_id], status=Order.Status.CANCELLED, reason=event.reason)
 
 
-# Rejections that do not mean "this order is refused": a copy of an order the engine already has, or
-# a cancel that came too late or too early (the engine remembers an early one).
-_INFORMATIONAL_REJECTIONS = {"duplicate_order_id"}
-
-
 def _apply_rejected(batch: _Batch, event: Event) -> None:
-    if event.request != "new" or event.reason in _INFORMATIONAL_REJECTIONS:
-        return
-    order = batch.orders.get(event.order_id)
-    if order is not None and order.status == Order.Status.PENDING:
-        _release_rest(order, status=Order.Status.REJECTED, reason=event.reason)
+    if rejection_effective(event):
+        _release_rest(batch.orders[event.order_id], status=Order.Status.REJECTED, reason=event.reason)
 
 
 def _apply_nothing(batch: _Batch, event: Event) -> None:
@@ -258,23 +277,20 @@ _HANDLERS = {
 }
 
 
-def _order_ids(event: Event) -> list[int]:
-    fields = event.to_dict()
-    return [fields[k] for k in ("order_id", "maker_order_id", "taker_order_id") if fields.get(k) is not None]
-
-
 def _batch_prepare(market: Market, events: list[Event]) -> _Batch:
     """Lock every account and order the batch touches, in a fixed order, before changing any."""
-    order_ids = sorted({oid for event in events for oid in _order_ids(event)})
+    ids = sorted({oid for event in events for oid in order_ids(event)})
     orders = {
         o.pk: o
         for o in Order.objects.select_for_update(of=("self",))
         .select_related("user", "market")
-        .filter(pk__in=order_ids)
+        .filter(pk__in=ids)
         .order_by("pk")
     }
     account_ids: list[int] = []
-    users = {o.user for o in orders.values()}
+    # An order of another market is never applied here (the checks refuse it): its owner's accounts
+    # are left alone.
+    users = {o.user for o in orders.values() if o.market_id == market.symbol}
     for user in users:
         for asset in (market.base_id, market.quote_id):
             for kind in Account.USER_KINDS:
@@ -317,44 +333,35 @@ def market_settle(*, market: str, limit: int | None = None) -> int:
             events.append((row, event))
             expected, previous = expected + 1, row.hash
 
-        if events:
-            events = _known_prefix(cursor, events)
-        if events:
-            market_obj = Market.objects.select_related("base", "quote").get(pk=market)
+        applied: list[EngineEvent] = []
+        market_obj = Market.objects.select_related("base", "quote").filter(pk=market).first() if events else None
+        if events and market_obj is None:
+            _settlement_stop(cursor, Alert.Kind.UNKNOWN_REFERENCE, f"the database has no market {market}")
+        elif events:
             batch = _batch_prepare(market_obj, [event for _, event in events])
-            for _, event in events:
-                _HANDLERS[event.to_dict()["type"]](batch, event)
-            cursor.seq, cursor.hash = events[-1][0].seq, events[-1][0].hash
-            EngineEvent.objects.filter(pk__in=[row.pk for row, _ in events]).update(settled_at=timezone.now())
+            for row, event in events:
+                kind = event.TYPE
+                refusal = event_refusal(batch.market, batch.orders, event)
+                if refusal is not None:
+                    _settlement_stop(cursor, refusal.kind, f"event #{row.seq} ({kind}): {refusal.reason}")
+                    break
+                _HANDLERS[kind](batch, event)
+                applied.append(row)
+        if applied:
+            cursor.seq, cursor.hash = applied[-1].seq, applied[-1].hash
+            EngineEvent.objects.filter(pk__in=[row.pk for row in applied]).update(settled_at=timezone.now())
         if cursor.status == SettlementCursor.Status.GAP:
             cursor.status = SettlementCursor.Status.OK
         cursor.save()
-        return len(events)
+        return len(applied)
 
 
-def _known_prefix(cursor: SettlementCursor, events: list[tuple[EngineEvent, Event]]) -> list[tuple[EngineEvent, Event]]:
-    """The events up to the first one that names a market or an order the database does not have.
-
-    Such an event means the engine and the database disagree (an engine fed another exchange's
-    input, a database restored without its Kafka topics): settlement of the market stops there, with
-    an alert, rather than guessing.
-    """
-    if not Market.objects.filter(pk=cursor.market).exists():
-        problem, cut = f"the database has no market {cursor.market}", 0
-    else:
-        wanted = {oid for _, event in events for oid in _order_ids(event)}
-        known = set(Order.objects.filter(pk__in=wanted).values_list("pk", flat=True))
-        problem, cut = "", len(events)
-        for index, (row, event) in enumerate(events):
-            # A rejection may name an order id nobody saved (an early cancel, a refused copy).
-            missing = sorted(set(_order_ids(event)) - known) if event.to_dict()["type"] != "rejected" else []
-            if missing:
-                problem, cut = f"event #{row.seq} names order(s) {missing} the database does not have", index
-                break
-    if problem:
-        cursor.status = SettlementCursor.Status.INCONSISTENT
-        alert_raise(kind=Alert.Kind.UNKNOWN_REFERENCE, market=cursor.market, message=f"{problem}; settlement stopped")
-    return events[:cut]
+def _settlement_stop(cursor: SettlementCursor, kind: str, problem: str) -> None:
+    """An event the database contradicts (an engine fed another exchange's input, a database restored
+    without its Kafka topics, or someone writing to the events topic): settlement of the market stops
+    there, with an alert, rather than guessing. Everything before the event stays applied."""
+    cursor.status = SettlementCursor.Status.INCONSISTENT
+    alert_raise(kind=kind, market=cursor.market, message=f"{problem}; settlement stopped")
 
 
 def _gap_check(cursor: SettlementCursor, first_waiting: EngineEvent) -> None:
@@ -373,17 +380,6 @@ def _gap_check(cursor: SettlementCursor, first_waiting: EngineEvent) -> None:
         market=cursor.market,
         message=f"settled up to #{cursor.seq}, next received is #{first_waiting.seq}; waiting for the gap",
     )
-
-
-def _unsequenced_apply(event: Event) -> None:
-    if event.to_dict()["type"] != "rejected" or event.order_id is None:
-        return
-    order = Order.objects.select_for_update().select_related("market").filter(pk=event.order_id).first()
-    if order is None:
-        return
-    market = order.market
-    batch = _batch_prepare(market, [event])
-    _apply_rejected(batch, event)
 
 
 def markets_with_backlog() -> list[str]:

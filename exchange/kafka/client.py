@@ -21,16 +21,37 @@ _producer_pid: int | None = None
 _producer_lock = threading.Lock()
 
 
+def _connection(client_id: str) -> dict[str, object]:
+    """What every client shares: where the brokers are, who this process is, how it authenticates."""
+    return {
+        "bootstrap_servers": settings.KAFKA["BOOTSTRAP_SERVERS"],
+        "client_id": client_id,
+        **settings.KAFKA["SECURITY"],
+    }
+
+
+def producer_options() -> dict[str, object]:
+    return {**_connection(f"exchange-{settings.EXCHANGE_PROCESS}"), **settings.KAFKA["PRODUCER"]}
+
+
+def consumer_options(**overrides: object) -> dict[str, object]:
+    return {**_connection(f"exchange-{settings.EXCHANGE_PROCESS}"), **settings.KAFKA["CONSUMER"], **overrides}
+
+
+def admin_options() -> dict[str, object]:
+    return {
+        **_connection(f"exchange-{settings.EXCHANGE_PROCESS}-admin"),
+        "request_timeout_ms": settings.KAFKA["PRODUCER"]["request_timeout_ms"],
+        "bootstrap_timeout_ms": settings.KAFKA["PRODUCER"]["bootstrap_timeout_ms"],
+    }
+
+
 def producer() -> KafkaProducer:
     """One producer per process (it is thread-safe); a forked child builds its own."""
     global _producer, _producer_pid
     with _producer_lock:
         if _producer is None or _producer_pid != os.getpid():
-            _producer = KafkaProducer(
-                bootstrap_servers=settings.KAFKA["BOOTSTRAP_SERVERS"],
-                client_id=f"exchange-{settings.EXCHANGE_PROCESS}",
-                **settings.KAFKA["PRODUCER"],
-            )
+            _producer = KafkaProducer(**producer_options())
             _producer_pid = os.getpid()
         return _producer
 
@@ -55,12 +76,7 @@ def send(topic: str, key: str, value: bytes, *, timeout: float | None = None) ->
 
 def consumer(**overrides: object) -> KafkaConsumer:
     """A consumer with no group: callers assign partitions and seek to offsets they stored."""
-    options = {**settings.KAFKA["CONSUMER"], **overrides}
-    return KafkaConsumer(
-        bootstrap_servers=settings.KAFKA["BOOTSTRAP_SERVERS"],
-        client_id=f"exchange-{settings.EXCHANGE_PROCESS}",
-        **options,
-    )
+    return KafkaConsumer(**consumer_options(**overrides))
 
 
 class Poller:
@@ -105,12 +121,7 @@ def end_offsets(consumer: KafkaConsumer, topic: str, only: Iterable[int] = ()) -
 
 
 def admin() -> KafkaAdminClient:
-    return KafkaAdminClient(
-        bootstrap_servers=settings.KAFKA["BOOTSTRAP_SERVERS"],
-        client_id=f"exchange-{settings.EXCHANGE_PROCESS}-admin",
-        request_timeout_ms=settings.KAFKA["PRODUCER"]["request_timeout_ms"],
-        bootstrap_timeout_ms=settings.KAFKA["PRODUCER"]["bootstrap_timeout_ms"],
-    )
+    return KafkaAdminClient(**admin_options())
 
 
 def ensure_topics() -> dict[str, int]:

@@ -47,6 +47,8 @@ def place(btc_usdt: Market) -> Callable[..., list[Order]]:
                 price=Decimal("50000"),
                 quantity=Decimal("0.01"),
                 status=status,
+                maker_fee_rate=btc_usdt.maker_fee,
+                taker_fee_rate=btc_usdt.taker_fee,
             )
             for n in range(count)
         )

@@ -160,7 +160,15 @@ def test_the_database_refuses_a_second_order_with_the_same_cid(busy):
     order = Order.objects.first()
     with pytest.raises(IntegrityError), transaction.atomic():
         Order.objects.create(
-            user=order.user, market=order.market, cid=order.cid, side="buy", order_type="limit", price=1, quantity=1
+            user=order.user,
+            market=order.market,
+            cid=order.cid,
+            side="buy",
+            order_type="limit",
+            price=1,
+            quantity=1,
+            maker_fee_rate=order.maker_fee_rate,
+            taker_fee_rate=order.taker_fee_rate,
         )
 
 
