@@ -10,7 +10,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from accounts.models import Asset, LedgerEntry, User
+from accounts.models import AMOUNT_LIMIT, Asset, LedgerEntry, User
 from accounts.services import audit_record, funds_lock, operator_check
 from exchange.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from exchange.kafka import client, schemas, topics
@@ -247,6 +247,10 @@ def _order_validate(
         steps(price, market.tick_size, field="price", what="Price")
         steps(quantity, market.lot_size, field="quantity", what="Quantity")
         notional = price * quantity
+        if notional >= AMOUNT_LIMIT:
+            raise InvalidRequest(
+                "amount_too_large", f"Price x quantity must be below {AMOUNT_LIMIT:f}.", field="quantity"
+            )
         if notional < market.min_notional:
             raise InvalidRequest(
                 "below_min_notional",
