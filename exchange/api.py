@@ -1,11 +1,13 @@
-"""Small pieces shared by every app's API."""
+"""Small pieces shared by every app's API: the amount field and the strict input serializer."""
 
 import re
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
 from drf_spectacular import openapi
 from rest_framework import serializers
+from rest_framework.exceptions import ErrorDetail
 
 from accounts.models import AMOUNT_DIGITS, AMOUNT_PLACES
 
@@ -95,6 +97,25 @@ class CaseInsensitiveChoiceField(serializers.ChoiceField):
 
     def to_representation(self, value: str) -> str:
         return str(self.choices.get(value, value))
+
+
+class UnknownFieldsMixin:
+    """Refuses input naming a field the serializer does not take (400 `unknown_field`, one entry per
+    unknown name in `fields`), before any other check: a client cannot set a property it may not
+    (`status`, `user`, `locked`) by adding it, nor have a misspelt filter silently ignored."""
+
+    def to_internal_value(self, data: object) -> Any:
+        if isinstance(data, Mapping):
+            taken = {name for name, field in self.fields.items() if not field.read_only}
+            unknown = [key for key in data if key not in taken]
+            if unknown:
+                detail = ErrorDetail("This endpoint does not take this field.", code="unknown_field")
+                raise serializers.ValidationError({str(key): [detail] for key in unknown})
+        return super().to_internal_value(data)
+
+
+class StrictSerializer(UnknownFieldsMixin, serializers.Serializer):
+    """The base of every serializer that reads a request's body or query string."""
 
 
 class AutoSchema(openapi.AutoSchema):
