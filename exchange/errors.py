@@ -9,6 +9,7 @@ from typing import Any
 
 import structlog
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import DatabaseError, DataError, InterfaceError, OperationalError
 from django.http import Http404, JsonResponse
@@ -114,6 +115,9 @@ def _headline(detail: Any, fields: Any) -> tuple[str, str]:
 def exception_handler(exc: Exception, context: dict) -> Response | None:
     if isinstance(exc, ExchangeError):
         return Response(error_body(exc.code, exc.message, exc.fields), status=exc.status_code)
+    if isinstance(exc, RequestDataTooBig):
+        # Django's own limit, met by a view that reads the raw body (custody's signature check).
+        return Response(error_body("request_too_large", "The request body is too large."), status=413)
     if isinstance(exc, DataError) and getattr(exc.__cause__, "sqlstate", None) == NUMERIC_OUT_OF_RANGE:
         log.warning("amount_out_of_range", error=str(exc))
         return Response(error_body("amount_too_large", "An amount or a balance would exceed its limit."), status=400)
