@@ -6,6 +6,7 @@ from decimal import Decimal
 from typing import Any
 
 from drf_spectacular import openapi
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.exceptions import ErrorDetail
 
@@ -13,8 +14,9 @@ from accounts.models import AMOUNT_DIGITS, AMOUNT_PLACES
 
 # ASCII digits with at most one decimal point between digits; `[0-9]`, unlike `\d`, matches no other
 # script's digits, which `Decimal` would read.
-_UNSIGNED = re.compile(r"[0-9]+(?:\.[0-9]+)?")
-_SIGNED = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
+AMOUNT_PATTERN = r"^[0-9]+(?:\.[0-9]+)?$"
+_UNSIGNED = re.compile(AMOUNT_PATTERN)
+_SIGNED = re.compile(r"^-?[0-9]+(?:\.[0-9]+)?$")
 
 
 def decimal_str(value: Decimal | None) -> str | None:
@@ -33,19 +35,19 @@ def is_plain_decimal(text: str, *, signed: bool = False) -> bool:
     return (_SIGNED if signed else _UNSIGNED).fullmatch(text) is not None
 
 
+@extend_schema_field({"type": "string", "format": "decimal", "pattern": AMOUNT_PATTERN, "example": "0.01"})
 class AmountField(serializers.DecimalField):
     """A decimal amount: read only from a plain decimal string, written as a decimal string.
 
-    A JSON number is refused rather than read: a float has already lost digits by the time it is
-    parsed. Whatever the field refuses carries a code of its own (see `exchange.errors.FIELD_CODES`).
+    No amount the API takes is negative, so no sign is read. A JSON number is refused rather than
+    read: a float has already lost digits by the time it is parsed. Whatever the field refuses
+    carries a code of its own (see `exchange.errors.FIELD_CODES`).
     """
 
     default_error_messages = {
         "amount_not_a_string": 'Amounts are JSON strings of a decimal, such as "0.01"; numbers are not accepted.',
         "invalid_amount": "Not a plain decimal: ASCII digits with at most one decimal point, and no exponent, "
         "sign, spaces or other characters.",
-        "invalid_amount_signed": "Not a plain decimal: an optional leading minus, ASCII digits with at most one "
-        "decimal point, and no exponent, spaces or other characters.",
         "too_many_digits": "At most {max_digits} significant digits, {max_whole_digits} of them before the point.",
         "invalid_precision": "At most {decimal_places} decimal places.",
     }
@@ -58,26 +60,26 @@ class AmountField(serializers.DecimalField):
         "max_decimal_places": "invalid_precision",
     }
 
-    def __init__(self, *, signed: bool = False, **kwargs: Any) -> None:
+    def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("max_digits", AMOUNT_DIGITS)
         kwargs.setdefault("decimal_places", AMOUNT_PLACES)
-        self.signed = signed
         super().__init__(**kwargs)
 
     def to_internal_value(self, data: object) -> Decimal:
         if not isinstance(data, str):
             self.fail("amount_not_a_string")
-        if not is_plain_decimal(data, signed=self.signed):
+        if not is_plain_decimal(data):
             self.fail("invalid_amount")
         return super().to_internal_value(data)
 
     def fail(self, key: str, **kwargs: object) -> None:
         code = self._CODES.get(key, key)
-        message_key = "invalid_amount_signed" if code == "invalid_amount" and self.signed else code
-        message = self.error_messages[message_key].format(
-            max_digits=self.max_digits, max_whole_digits=self.max_whole_digits, decimal_places=self.decimal_places
-        )
-        raise serializers.ValidationError(message, code=code)
+        limits = {
+            "max_digits": self.max_digits,
+            "max_whole_digits": self.max_whole_digits,
+            "decimal_places": self.decimal_places,
+        }
+        raise serializers.ValidationError(self.error_messages[code].format(**{**limits, **kwargs}), code=code)
 
     def to_representation(self, value: Decimal) -> str | None:
         return decimal_str(Decimal(value))
