@@ -509,7 +509,10 @@ class ProposeAdjustmentForm(forms.Form):
     username = forms.CharField(max_length=150, help_text="Whose available balance changes.")
     asset = forms.ModelChoiceField(queryset=Asset.objects.order_by("symbol"))
     amount = AmountFormField(
-        max_digits=38, decimal_places=18, help_text="Added to the available balance; negative takes away."
+        signed=True,
+        max_digits=38,
+        decimal_places=18,
+        help_text="Added to the available balance; negative takes away.",
     )
     category = forms.ChoiceField(choices=BalanceAdjustment.Category.choices)
     reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3, "cols": 60}), max_length=2000)

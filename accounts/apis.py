@@ -9,6 +9,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework_simplejwt.exceptions import TokenError
+from rest_framework_simplejwt.serializers import TokenObtainPairSerializer, TokenRefreshSerializer
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts.custody import SIGNATURE_HEADER, SignatureError, signature_verify
@@ -29,7 +30,7 @@ from accounts.services import (
     withdrawal_report,
     withdrawal_request,
 )
-from exchange.api import AmountField
+from exchange.api import AmountField, StrictSerializer, UnknownFieldsMixin
 from exchange.errors import InvalidRequest
 from exchange.throttling import ScopedRateThrottle
 
@@ -40,7 +41,7 @@ class RegisterApi(APIView):
     throttle_classes = [ScopedRateThrottle]
     throttle_scope = "auth"
 
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(StrictSerializer):
         username = serializers.RegexField(r"^[\w.@+-]{3,150}$", max_length=150)
         password = serializers.CharField(max_length=128, write_only=True, trim_whitespace=False)
         email = serializers.EmailField()
@@ -57,8 +58,16 @@ class RegisterApi(APIView):
         return Response(self.OutputSerializer(user).data, status=status.HTTP_201_CREATED)
 
 
+class TokenObtainInputSerializer(UnknownFieldsMixin, TokenObtainPairSerializer):
+    """SimpleJWT's sign-in body (`username`, `password`), refusing any other field."""
+
+
+class TokenRefreshInputSerializer(UnknownFieldsMixin, TokenRefreshSerializer):
+    """SimpleJWT's refresh body (`refresh`), refusing any other field."""
+
+
 class LogoutApi(APIView):
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(StrictSerializer):
         refresh = serializers.CharField()
 
     @extend_schema(request=InputSerializer, responses={205: None})
@@ -106,7 +115,7 @@ IDEMPOTENCY_PARAMETER = OpenApiParameter(
 
 
 class DepositAddressApi(APIView):
-    class FilterSerializer(serializers.Serializer):
+    class FilterSerializer(StrictSerializer):
         asset = serializers.CharField(max_length=16)
 
     class OutputSerializer(serializers.Serializer):
@@ -134,7 +143,7 @@ class DepositOutputSerializer(serializers.ModelSerializer):
 
 
 class DepositsApi(APIView):
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(StrictSerializer):
         asset = serializers.CharField(max_length=16)
         amount = AmountField()
         tx_id = serializers.RegexField(VISIBLE_ASCII, required=False, allow_null=True)
@@ -177,7 +186,7 @@ class WithdrawalOutputSerializer(serializers.ModelSerializer):
 
 
 class WithdrawalsApi(APIView):
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(StrictSerializer):
         asset = serializers.CharField(max_length=16)
         amount = AmountField()
         address = serializers.RegexField(VISIBLE_ASCII)
@@ -249,7 +258,7 @@ SIGNED = {"description": f'{SIGNATURE_HEADER}: t=<unix seconds>,v1=<hex HMAC-SHA
 
 
 class CustodyDepositsApi(CustodyApi):
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(StrictSerializer):
         asset = serializers.CharField(max_length=16)
         address = serializers.CharField(max_length=128)
         amount = AmountField()
@@ -303,7 +312,7 @@ class CustodyDepositsApi(CustodyApi):
 
 
 class CustodyWithdrawalsApi(CustodyApi):
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(StrictSerializer):
         withdrawal_id = serializers.IntegerField(min_value=1)
         tx_id = serializers.RegexField(VISIBLE_ASCII, required=False, allow_null=True)
         status = serializers.ChoiceField(

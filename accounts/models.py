@@ -18,6 +18,13 @@ from django.db.models import F, Q
 
 AMOUNT_DIGITS = 38
 AMOUNT_PLACES = 18
+# Every amount a column holds is below this: NUMERIC(38, 18) leaves 20 digits before the point.
+AMOUNT_LIMIT = Decimal(10) ** (AMOUNT_DIGITS - AMOUNT_PLACES)
+# Digits of decimal arithmetic in every thread of every process (set by AccountsConfig.ready): the
+# product of two amounts is exact, and a quantize or divmod of any amount to 10^-18 fits. Python's
+# default of 28 digits raised InvalidOperation on ten billion of an 18-decimal asset, and rounded
+# prices times quantities silently.
+MONEY_PRECISION = 2 * AMOUNT_DIGITS
 
 
 def append_only(name: str) -> pgtrigger.Protect:

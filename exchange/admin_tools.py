@@ -22,14 +22,29 @@ from django.urls import path, reverse
 from django.utils.functional import cached_property
 
 from accounts.services import audit_record
-from exchange.api import decimal_str
+from exchange.api import decimal_str, is_plain_decimal
 from exchange.errors import ExchangeError
 
 _AMOUNT_SUFFIX = "__amount"
 
 
 class AmountFormField(forms.DecimalField):
-    """Shows 0.01 in an input, not the column's 0.010000000000000000."""
+    """Shows 0.01 in an input, not the column's 0.010000000000000000, and reads only a plain decimal
+    (as the API does): no exponent, underscores, other scripts' digits or NaN, and a minus sign only
+    where the amount may be negative (`signed`, a balance adjustment)."""
+
+    def __init__(self, *, signed: bool = False, **kwargs: object) -> None:
+        self.signed = signed
+        super().__init__(**kwargs)
+
+    def to_python(self, value: object) -> Decimal | None:
+        text = str(value).strip() if value is not None else ""
+        if text and not is_plain_decimal(text, signed=self.signed):
+            sign = "an optional leading minus, " if self.signed else ""
+            raise forms.ValidationError(
+                f"Enter a plain decimal: {sign}digits with at most one decimal point.", code="invalid"
+            )
+        return super().to_python(value)
 
     def prepare_value(self, value: object) -> object:
         return decimal_str(value) if isinstance(value, Decimal) else value

@@ -9,8 +9,9 @@ from typing import Any
 
 import structlog
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import DatabaseError, InterfaceError, OperationalError
+from django.db import DatabaseError, DataError, InterfaceError, OperationalError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -65,6 +66,17 @@ class Unavailable(ExchangeError):
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
 
 
+# Codes of field errors that say more than DRF's generic ones (`required`, `null`, `invalid_choice`,
+# which answer `invalid`): the first field error carrying one of them gives the answer its `code`.
+FIELD_CODES = frozenset(
+    {"unknown_field", "amount_not_a_string", "invalid_amount", "too_many_digits", "invalid_precision"}
+)
+
+# PostgreSQL's "numeric value out of range": a result too large for its NUMERIC(38, 18) column, such
+# as a balance credited past 10^20. The request's transaction rolls back; the client sent too much.
+NUMERIC_OUT_OF_RANGE = "22003"
+
+
 def error_body(code: str, message: str, fields: dict | None = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "fields": fields or {}}}
 
@@ -85,9 +97,30 @@ def _first_message(fields: Any) -> str:
     return str(fields) if fields else "Invalid input."
 
 
+def _headline(detail: Any, fields: Any) -> tuple[str, str]:
+    """The answer's code and message: those of the first field error (in field order) whose code is
+    in FIELD_CODES, else `invalid` and the first message."""
+    stack = [detail]
+    while stack:
+        node = stack.pop(0)
+        if isinstance(node, dict):
+            stack[:0] = list(node.values())
+        elif isinstance(node, list):
+            stack[:0] = node
+        elif getattr(node, "code", None) in FIELD_CODES:
+            return str(node.code), str(node)
+    return "invalid", _first_message(fields)
+
+
 def exception_handler(exc: Exception, context: dict) -> Response | None:
     if isinstance(exc, ExchangeError):
         return Response(error_body(exc.code, exc.message, exc.fields), status=exc.status_code)
+    if isinstance(exc, RequestDataTooBig):
+        # Django's own limit, met by a view that reads the raw body (custody's signature check).
+        return Response(error_body("request_too_large", "The request body is too large."), status=413)
+    if isinstance(exc, DataError) and getattr(exc.__cause__, "sqlstate", None) == NUMERIC_OUT_OF_RANGE:
+        log.warning("amount_out_of_range", error=str(exc))
+        return Response(error_body("amount_too_large", "An amount or a balance would exceed its limit."), status=400)
     if isinstance(exc, DjangoValidationError):
         fields = exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
         return Response(error_body("invalid", _first_message(fields), fields), status=400)
@@ -111,7 +144,8 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         fields = _flatten(exc.detail)
         if not isinstance(fields, dict):
             fields = {"non_field_errors": fields if isinstance(fields, list) else [fields]}
-        response.data = error_body("invalid", _first_message(fields), fields)
+        code, message = _headline(exc.detail, fields)
+        response.data = error_body(code, message, fields)
         return response
 
     detail = exc.detail if isinstance(exc, exceptions.APIException) else str(exc)

@@ -270,6 +270,11 @@ SETTLEMENT_BATCH_SIZE = env.int("SETTLEMENT_BATCH_SIZE", default=500)
 # An order still pending after this many seconds is published again by the relay; the engine drops
 # the copy if it already has the order.
 OUTBOX_RETRY_SECONDS = env.float("OUTBOX_RETRY_SECONDS", default=5.0)
+# Live orders (pending, open, partially filled) one user may hold; one more is 409
+# `too_many_open_orders`. Each resting order costs the engine's memory and every snapshot.
+MAX_OPEN_ORDERS_PER_USER = env.int("MAX_OPEN_ORDERS_PER_USER", default=200)
+if MAX_OPEN_ORDERS_PER_USER < 1:
+    raise ImproperlyConfigured("MAX_OPEN_ORDERS_PER_USER must be at least 1.")
 # A gap in an engine event sequence older than this raises an alert (younger ones are usually just
 # events still in flight between the settlement consumer's batches).
 SETTLEMENT_GAP_ALERT_SECONDS = env.float("SETTLEMENT_GAP_ALERT_SECONDS", default=30.0)
@@ -280,7 +285,7 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework_simplejwt.authentication.JWTAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["exchange.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "exchange.api.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "EXCEPTION_HANDLER": "exchange.errors.exception_handler",

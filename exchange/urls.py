@@ -11,6 +11,8 @@ from accounts.apis import (
     DepositsApi,
     LogoutApi,
     RegisterApi,
+    TokenObtainInputSerializer,
+    TokenRefreshInputSerializer,
     WithdrawalsApi,
 )
 from exchange import health
@@ -20,14 +22,19 @@ from settlement.apis import FillsApi
 
 
 class TokenApi(TokenObtainPairView):
+    serializer_class = TokenObtainInputSerializer
     throttle_classes = [ScopedRateThrottle]
     throttle_scope = "auth"
+
+
+class TokenRefreshApi(TokenRefreshView):
+    serializer_class = TokenRefreshInputSerializer
 
 
 api = [
     path("auth/register/", RegisterApi.as_view(), name="register"),
     path("auth/token/", TokenApi.as_view(), name="token"),
-    path("auth/token/refresh/", TokenRefreshView.as_view(), name="token-refresh"),
+    path("auth/token/refresh/", TokenRefreshApi.as_view(), name="token-refresh"),
     path("auth/logout/", LogoutApi.as_view(), name="logout"),
     path("balances/", BalancesApi.as_view(), name="balances"),
     path("deposits/address/", DepositAddressApi.as_view(), name="deposit-address"),

@@ -5,7 +5,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from exchange.api import AmountField, CaseInsensitiveChoiceField
+from exchange.api import AmountField, CaseInsensitiveChoiceField, StrictSerializer
 from exchange.errors import NotFound
 from exchange.throttling import AnonRateThrottle, ScopedRateThrottle, UserRateThrottle
 from matching.models import Market, Order
@@ -21,7 +21,7 @@ def _market(symbol: str) -> Market:
     return market
 
 
-class LimitSerializer(serializers.Serializer):
+class LimitSerializer(StrictSerializer):
     limit = serializers.IntegerField(min_value=1, max_value=1000, default=100)
 
 
@@ -138,7 +138,7 @@ class OrdersApi(APIView):
     def throttle_scope(self) -> str | None:
         return "orders" if self.request.method == "POST" else None
 
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(StrictSerializer):
         cid = serializers.RegexField(
             r"^[A-Za-z0-9_-]{16,32}$",
             error_messages={"invalid": "cid must be 16 to 32 characters of A-Z, a-z, 0-9, _ and -."},
@@ -164,7 +164,7 @@ class OrdersApi(APIView):
         orders = orders_for_user(user=request.user, **query.validated_data)
         return Response(OrderOutputSerializer(orders, many=True).data)
 
-    class CancelAllSerializer(serializers.Serializer):
+    class CancelAllSerializer(StrictSerializer):
         symbol = serializers.CharField(max_length=32)
 
     class CancelAllOutputSerializer(serializers.Serializer):

@@ -10,7 +10,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from accounts.models import Asset, LedgerEntry, User
+from accounts.models import AMOUNT_LIMIT, Asset, LedgerEntry, User
 from accounts.services import audit_record, funds_lock, operator_check
 from exchange.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from exchange.kafka import client, schemas, topics
@@ -247,6 +247,10 @@ def _order_validate(
         steps(price, market.tick_size, field="price", what="Price")
         steps(quantity, market.lot_size, field="quantity", what="Quantity")
         notional = price * quantity
+        if notional >= AMOUNT_LIMIT:
+            raise InvalidRequest(
+                "amount_too_large", f"Price x quantity must be below {AMOUNT_LIMIT:f}.", field="quantity"
+            )
         if notional < market.min_notional:
             raise InvalidRequest(
                 "below_min_notional",
@@ -278,6 +282,23 @@ def _order_validate(
             field="quote_quantity",
         )
     return quote_quantity
+
+
+def _open_orders_check(*, user: User) -> None:
+    """Refuse an order that takes the user past MAX_OPEN_ORDERS_PER_USER live orders, counting the one
+    being placed.
+
+    Called after `funds_lock`, whose conditional update holds the user's account row until commit: a
+    concurrent placement locking the same asset waits there and then counts this order, so two
+    cannot both pass the cap. Placements locking different assets (a buy and a sell) do not wait for
+    each other and may pass it by one each. One statement on the (user, status) index, stopped at
+    cap + 1 rows.
+    """
+    cap = settings.MAX_OPEN_ORDERS_PER_USER
+    if Order.objects.filter(user=user, status__in=Order.LIVE_STATUSES)[: cap + 1].count() > cap:
+        raise Conflict(
+            "too_many_open_orders", f"At most {cap} orders may be open at once; cancel one or wait for fills."
+        )
 
 
 def order_place(
@@ -343,6 +364,7 @@ def order_place(
                 kind=LedgerEntry.Kind.ORDER_LOCK,
                 reference=f"order:{order.pk}",
             )
+            _open_orders_check(user=user)
             outbox_add(order_command(order))
     except IntegrityError:
         # The same cid raced in from a second request; the first one won.

@@ -108,7 +108,7 @@ def test_declaring_another_users_transaction_neither_conflicts_nor_touches_it(tr
         ({"asset": "BTC", "amount": "0.000000001"}, "invalid_precision"),
         ({"asset": "XYZ", "amount": "1"}, "unknown_asset"),
         ({"asset": "BTC"}, "invalid"),
-        ({"asset": "BTC", "amount": "lots"}, "invalid"),
+        ({"asset": "BTC", "amount": "lots"}, "invalid_amount"),
         ({"asset": "BTC", "amount": "1", "tx_id": "has space"}, "invalid"),
     ],
 )

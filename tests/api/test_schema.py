@@ -12,3 +12,6 @@ def test_the_openapi_schema_generates_cleanly_and_validates(tmp_path, db) -> Non
         assert f"  {path}:" in text
     assert "name: Idempotency-Key" in text
     assert "operationId: orders_cancel_all" in text
+    # Amounts are documented as the API reads them: plain decimal strings, no sign or exponent.
+    assert "pattern: ^[0-9]+(?:\\.[0-9]+)?$" in text
+    assert "\\d{0,20}" not in text

@@ -5,9 +5,11 @@ from decimal import Decimal
 
 import pytest
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.core.exceptions import ValidationError
 
 from accounts.models import AuditLog, BalanceAdjustment, Deposit, User, Withdrawal
 from accounts.services import withdrawal_request
+from exchange.admin_tools import AmountFormField
 from tests.unit.conftest import balance, place
 
 # The market (and its assets) exist before any trader is funded.
@@ -104,6 +106,34 @@ def test_an_adjustment_is_proposed_on_its_own_page_and_applied_by_another_operat
     action(checker, "/admin/accounts/balanceadjustment/", "approve", [adjustment.pk], apply="yes", note="checked")
     assert BalanceAdjustment.objects.get().status == "approved"
     assert balance(bob, "USDT") == Decimal("1012.5")
+
+
+@pytest.mark.parametrize("amount", ["1e3", "1_000", "\u0661\u0662", "NaN", "+5", "--5", "5.0.0"])
+def test_an_adjustment_amount_must_be_a_plain_decimal(as_user, operators, bob, amount):
+    page = as_user(operators.finance).post(
+        "/admin/accounts/balanceadjustment/propose/",
+        {"username": bob.username, "asset": "USDT", "amount": amount, "category": "other", "reason": "typo"},
+    )
+    assert page.status_code == 200
+    assert b"plain decimal" in page.content
+    assert not BalanceAdjustment.objects.exists()
+
+
+def test_an_adjustment_may_take_away_with_a_minus_sign(as_user, operators, bob):
+    page = as_user(operators.finance).post(
+        "/admin/accounts/balanceadjustment/propose/",
+        {"username": bob.username, "asset": "USDT", "amount": "-2.5", "category": "other", "reason": "refund"},
+    )
+    assert page.status_code == 302
+    assert BalanceAdjustment.objects.get().amount == Decimal("-2.5")
+
+
+def test_other_amounts_in_the_admin_take_no_sign():
+    field = AmountFormField(max_digits=38, decimal_places=18)
+    assert field.clean(" 0.25 ") == Decimal("0.25")
+    for amount in ("-1", "1e3", "Infinity"):
+        with pytest.raises(ValidationError, match="plain decimal"):
+            field.clean(amount)
 
 
 def test_proposing_an_adjustment_for_oneself_is_refused_on_the_form(as_user, operators, btc_usdt):
