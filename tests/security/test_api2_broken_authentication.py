@@ -3,20 +3,24 @@ long a stolen token keeps working."""
 
 import uuid
 from datetime import timedelta
+from importlib import import_module
 
 import pytest
 from axes.models import AccessAttempt
+from django.apps import apps
 from django.conf import settings
 from django.contrib.auth.forms import AdminPasswordChangeForm
 from django.core.cache import cache
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from rest_framework.test import APIClient
+from rest_framework_simplejwt import tokens as simplejwt_tokens
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
 from accounts.models import User
-from exchange.throttling import AnonRateThrottle
+from accounts.tasks import tokens_flush_expired
+from exchange.throttling import AnonRateThrottle, ScopedRateThrottle
 from tests.factories import PASSWORD, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -80,8 +84,6 @@ def test_behind_one_trusted_proxy_the_right_most_address_is_the_client(settings,
 
 
 def test_the_token_login_throttle_counts_by_the_same_address(settings, monkeypatch) -> None:
-    from exchange.throttling import ScopedRateThrottle
-
     monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {**ScopedRateThrottle.THROTTLE_RATES, "auth": "2/minute"})
     settings.TRUSTED_PROXY_COUNT = 0
     api = APIClient(REMOTE_ADDR=an_address())
@@ -196,10 +198,9 @@ def test_refreshing_never_carries_a_login_past_its_absolute_lifetime(settings, m
         assert token["auth_time"] == access["auth_time"] == auth_time
         assert token["exp"] <= auth_time + 7200 and access["exp"] <= auth_time + 7200
 
-    from rest_framework_simplejwt import tokens
-
-    real = tokens.aware_utcnow
-    monkeypatch.setattr(tokens, "aware_utcnow", lambda: real() + timedelta(hours=2, minutes=1))
+    # SimpleJWT's clock, two hours and a minute after the sign-in.
+    real = simplejwt_tokens.aware_utcnow
+    monkeypatch.setattr(simplejwt_tokens, "aware_utcnow", lambda: real() + timedelta(hours=2, minutes=1))
     assert refresh(current).status_code == 401
 
 
@@ -342,8 +343,6 @@ def test_a_token_without_a_login_is_refused() -> None:
 
 
 def test_the_beat_schedule_flushes_expired_tokens_and_keeps_live_ones() -> None:
-    from accounts.tasks import tokens_flush_expired
-
     assert any(
         entry["task"] == "accounts.tasks.tokens_flush_expired" for entry in settings.CELERY_BEAT_SCHEDULE.values()
     )
@@ -405,15 +404,11 @@ def test_login_takes_the_username_in_any_case() -> None:
 
 
 def test_the_migration_names_existing_case_duplicates_instead_of_failing_obscurely() -> None:
-    from importlib import import_module
-
     migration = import_module("accounts.migrations.0004_logins_and_case_insensitive_identity")
     with connection.cursor() as cursor:
         cursor.execute("DROP INDEX user_username_ci_unique")
     UserFactory(username="erin")
     UserFactory(username="Erin", email="other@example.com")
-
-    from django.apps import apps
 
     with pytest.raises(RuntimeError, match="erin"):
         migration.refuse_case_duplicates(apps, None)
