@@ -1,6 +1,13 @@
+import math
 import time
 
+from axes.handlers.proxy import AxesProxyHandler
+from axes.helpers import get_cool_off
+from axes.models import AccessAttempt
 from django.conf import settings
+from django.contrib.auth import authenticate, user_logged_in
+from django.db.models import Max
+from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, serializers, status
 from rest_framework.authentication import BaseAuthentication
@@ -8,13 +15,10 @@ from rest_framework.permissions import AllowAny, BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
-from rest_framework_simplejwt.exceptions import TokenError
-from rest_framework_simplejwt.serializers import TokenObtainPairSerializer, TokenRefreshSerializer
-from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts.custody import SIGNATURE_HEADER, SignatureError, signature_verify
 from accounts.idempotency import HEADER, idempotent
-from accounts.models import Asset, Deposit, Withdrawal
+from accounts.models import Asset, Deposit, User, Withdrawal
 from accounts.selectors import (
     balances_for_user,
     deposits_awaiting_custody,
@@ -26,12 +30,16 @@ from accounts.services import (
     deposit_address_get,
     deposit_declare,
     deposit_report,
+    login_end,
+    login_refresh,
+    login_start,
+    user_password_change,
     user_register,
     withdrawal_report,
     withdrawal_request,
 )
-from exchange.api import AmountField, StrictSerializer, UnknownFieldsMixin
-from exchange.errors import InvalidRequest
+from exchange.api import AmountField, StrictSerializer
+from exchange.errors import InvalidRequest, Unauthorized
 from exchange.throttling import ScopedRateThrottle
 
 
@@ -58,30 +66,125 @@ class RegisterApi(APIView):
         return Response(self.OutputSerializer(user).data, status=status.HTTP_201_CREATED)
 
 
-class TokenObtainInputSerializer(UnknownFieldsMixin, TokenObtainPairSerializer):
-    """SimpleJWT's sign-in body (`username`, `password`), refusing any other field."""
+# --- Sign-in and tokens ---------------------------------------------------------------------------
 
 
-class TokenRefreshInputSerializer(UnknownFieldsMixin, TokenRefreshSerializer):
-    """SimpleJWT's refresh body (`refresh`), refusing any other field."""
+class LoginLocked(exceptions.Throttled):
+    default_code = "login_locked"
+
+
+def password_check(request: Request, *, username: str, password: str) -> User | None:
+    """The user whose password this is, or None; through django-axes, which counts failures per
+    username and refuses a locked-out username (429 `login_locked`) without counting the attempt, so
+    that attempts made while it is locked do not prolong the lock."""
+    credentials = {"username": username}
+    if AxesProxyHandler.is_allowed(request, credentials):
+        user = authenticate(request, username=username, password=password)
+        if not getattr(request, "axes_locked_out", False):
+            return user
+    last = AccessAttempt.objects.filter(username=username.lower()).aggregate(last=Max("attempt_time"))["last"]
+    remaining = (last or timezone.now()) + get_cool_off(request) - timezone.now()
+    wait = max(1, math.ceil(remaining.total_seconds()))
+    raise LoginLocked(
+        wait=wait, detail=f"Too many failed sign-ins for this username; try again in {math.ceil(wait / 60)} minutes."
+    )
+
+
+class TokenPairSerializer(serializers.Serializer):
+    access = serializers.CharField()
+    refresh = serializers.CharField()
+
+
+def token_pair(refresh: object, access: object) -> dict[str, str]:
+    return TokenPairSerializer({"access": str(access), "refresh": str(refresh)}).data
+
+
+class TokenApi(APIView):
+    permission_classes = [AllowAny]
+    authentication_classes = []
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "auth"
+
+    class InputSerializer(StrictSerializer):
+        username = serializers.CharField(max_length=150)
+        password = serializers.CharField(max_length=128, write_only=True, trim_whitespace=False)
+
+    @extend_schema(
+        request=InputSerializer,
+        responses={200: TokenPairSerializer},
+        auth=[],
+        description="Sign in: a new login and its first tokens. The username is matched whatever its case. Too "
+        "many failures for one username lock it for a while (429 `login_locked`, with Retry-After).",
+    )
+    def post(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        user = password_check(request, **data.validated_data)
+        if user is None or not user.is_active:
+            raise Unauthorized("no_active_account", "No active account found with the given credentials.")
+        user_logged_in.send(sender=user.__class__, request=request, user=user)
+        return Response(token_pair(*login_start(user=user)))
+
+
+class TokenRefreshApi(APIView):
+    permission_classes = [AllowAny]
+    authentication_classes = []
+
+    class InputSerializer(StrictSerializer):
+        refresh = serializers.CharField()
+
+    @extend_schema(
+        request=InputSerializer,
+        responses={200: TokenPairSerializer},
+        auth=[],
+        description="A new pair of tokens for the refresh token, which stops working. A refresh token used twice "
+        "ends its whole login (401 `token_reused`); no login outlives its absolute lifetime.",
+    )
+    def post(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        return Response(token_pair(*login_refresh(refresh=data.validated_data["refresh"])))
 
 
 class LogoutApi(APIView):
     class InputSerializer(StrictSerializer):
         refresh = serializers.CharField()
 
-    @extend_schema(request=InputSerializer, responses={205: None})
+    @extend_schema(
+        request=InputSerializer,
+        responses={205: None},
+        description="End the login of the refresh token; the access token sent with this request stops too.",
+    )
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        try:
-            token = RefreshToken(data.validated_data["refresh"])
-        except TokenError as exc:
-            raise InvalidRequest("token_not_valid", str(exc), field="refresh") from exc
-        if str(token.get("user_id")) != str(request.user.pk):
-            raise InvalidRequest("token_not_valid", "That refresh token belongs to someone else.", field="refresh")
-        token.blacklist()
+        login_end(user=request.user, refresh=data.validated_data["refresh"], access=request.auth)
         return Response(status=status.HTTP_205_RESET_CONTENT)
+
+
+class PasswordChangeApi(APIView):
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "auth"
+
+    class InputSerializer(StrictSerializer):
+        current_password = serializers.CharField(max_length=128, write_only=True, trim_whitespace=False)
+        new_password = serializers.CharField(max_length=128, write_only=True, trim_whitespace=False)
+
+    @extend_schema(
+        request=InputSerializer,
+        responses={204: None},
+        description="Set a new password. Every login of the user ends, this one included: sign in again.",
+    )
+    def post(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        user = password_check(
+            request, username=request.user.get_username(), password=data.validated_data["current_password"]
+        )
+        if user is None or user.pk != request.user.pk:
+            raise InvalidRequest("wrong_password", "The current password is wrong.", field="current_password")
+        user_password_change(user=user, password=data.validated_data["new_password"])
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class BalancesApi(APIView):

@@ -7,14 +7,17 @@ which writes the lines and the balances in the same transaction and refuses any 
 does not sum to zero per asset.
 """
 
+import uuid
 from decimal import Decimal
 
 import pghistory
 import pgtrigger
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser, Group
+from django.contrib.auth.models import UserManager as DjangoUserManager
 from django.db import models
-from django.db.models import F, Q
+from django.db.models import F, Q, Value
+from django.db.models.functions import Lower
 
 AMOUNT_DIGITS = 38
 AMOUNT_PLACES = 18
@@ -44,6 +47,12 @@ def AmountField(**kwargs) -> models.DecimalField:  # noqa: N802 - reads like a f
     return models.DecimalField(**kwargs)
 
 
+class UserManager(DjangoUserManager):
+    def get_by_natural_key(self, username: str) -> "User":
+        """Usernames are one account whatever their case (`Alice` is `alice`), for every login."""
+        return self.alias(username_lower=Lower("username")).get(username_lower=Lower(Value(username)))
+
+
 @pghistory.track(
     # Staff accounts from their creation on; traders' accounts only once they become staff.
     pghistory.InsertEvent(condition=pghistory.Q(new__is_staff=True) | pghistory.Q(new__is_superuser=True)),
@@ -52,6 +61,8 @@ def AmountField(**kwargs) -> models.DecimalField:  # noqa: N802 - reads like a f
     model_name="StaffFlagsEvent",
 )
 class User(AbstractUser):
+    objects = UserManager()
+
     # Caches of the user's active `UserRestriction` rows, written only by the restriction services in
     # the same transaction, so that placing an order or a withdrawal needs no extra query to check them.
     trading_restricted = models.BooleanField(default=False, editable=False)
@@ -59,10 +70,53 @@ class User(AbstractUser):
 
     class Meta:
         db_table = "accounts_user"
+        constraints = [
+            # One account per username and per email whatever the case; many users may have no email.
+            models.UniqueConstraint(Lower("username"), name="user_username_ci_unique"),
+            models.UniqueConstraint(Lower("email"), condition=~Q(email=""), name="user_email_ci_unique"),
+        ]
         permissions = [
             ("restrict_user", "Can restrict or lift a user's trading and withdrawals"),
             ("manage_staff", "Can change staff flags, groups, permissions and other users' passwords"),
         ]
+
+
+class Login(models.Model):
+    """One sign-in with a password, and every token refreshed from it since (a token family).
+
+    Its id travels in every token of the family (`login` claim), so one row ends them all: a
+    logout, a refresh token presented a second time, a new password. At most one refresh token of a
+    login may still be used, `refresh_jti`; rotation replaces it under a row lock.
+    """
+
+    class EndReason(models.TextChoices):
+        LOGOUT = "logout", "logged out"
+        REUSED = "reused", "refresh token reused"
+        PASSWORD_CHANGED = "password_changed", "password changed"
+        EXPIRED = "expired", "absolute lifetime reached"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="logins")
+    started_at = models.DateTimeField()
+    expires_at = models.DateTimeField(help_text="No token of this login is valid after this, however refreshed.")
+    refresh_jti = models.CharField(max_length=64, help_text="The one refresh token of this login still usable.")
+    ended_at = models.DateTimeField(null=True, blank=True)
+    end_reason = models.CharField(max_length=16, choices=EndReason.choices, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["ended_at"], name="login_ended_at"),
+            models.Index(fields=["expires_at"], name="login_expires_at"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(ended_at__isnull=True, end_reason="") | Q(ended_at__isnull=False) & ~Q(end_reason=""),
+                name="login_end_has_reason",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"login {self.pk} of {self.user_id}"
 
 
 DEFAULT_ADDRESS_REGEX = r"^[A-Za-z0-9]{8,128}$"

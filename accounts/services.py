@@ -7,11 +7,17 @@ from datetime import timedelta
 from decimal import Decimal
 
 import structlog
+from django.conf import settings
 from django.contrib.auth.password_validation import validate_password
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q, Sum
 from django.utils import timezone
+from rest_framework_simplejwt.exceptions import TokenError
+from rest_framework_simplejwt.settings import api_settings as jwt_settings
+from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
+from rest_framework_simplejwt.tokens import AccessToken, RefreshToken, Token
 
+from accounts import tokens
 from accounts.custody import custody_adapter
 from accounts.models import (
     Account,
@@ -23,12 +29,13 @@ from accounts.models import (
     IdempotencyKey,
     LedgerEntry,
     LedgerLine,
+    Login,
     User,
     UserRestriction,
     Withdrawal,
 )
 from exchange.api import decimal_str
-from exchange.errors import Conflict, Forbidden, InsufficientFunds, InvalidRequest, NotFound
+from exchange.errors import Conflict, Forbidden, InsufficientFunds, InvalidRequest, NotFound, Unauthorized
 
 log = structlog.get_logger(__name__)
 
@@ -119,6 +126,14 @@ def audit_record(*, actor: User | None, action: str, target: str, **details: obj
 # --- Users ----------------------------------------------------------------------------------------
 
 
+# Which unique constraint a duplicate user broke, and what to tell the client.
+USER_TAKEN = {
+    "user_username_ci_unique": ("username_taken", "A user with that username already exists.", "username"),
+    "accounts_user_username_key": ("username_taken", "A user with that username already exists.", "username"),
+    "user_email_ci_unique": ("email_taken", "A user with that email already exists.", "email"),
+}
+
+
 def user_register(*, username: str, password: str, email: str) -> User:
     user = User(username=username, email=email)
     validate_password(password, user)
@@ -127,7 +142,18 @@ def user_register(*, username: str, password: str, email: str) -> User:
         with transaction.atomic():
             user.save()
     except IntegrityError as exc:
-        raise Conflict("username_taken", "A user with that username already exists.") from exc
+        constraint = getattr(getattr(exc.__cause__, "diag", None), "constraint_name", None)
+        code, message, field = USER_TAKEN.get(constraint, USER_TAKEN["user_username_ci_unique"])
+        raise Conflict(code, message, field=field) from exc
+    return user
+
+
+def user_password_change(*, user: User, password: str) -> User:
+    """Set a new password. Saving it ends every login of the user (`accounts.passwords`, which sees
+    every password change, the admin's and `manage.py changepassword` included)."""
+    validate_password(password, user)
+    user.set_password(password)
+    user.save(update_fields=["password"])
     return user
 
 
@@ -657,4 +683,129 @@ IDEMPOTENCY_KEY_HOURS = 24
 def idempotency_keys_expire() -> int:
     cutoff = timezone.now() - timedelta(hours=IDEMPOTENCY_KEY_HOURS)
     deleted, _ = IdempotencyKey.objects.filter(created_at__lt=cutoff).delete()
+    return deleted
+
+
+# --- Logins and their tokens ----------------------------------------------------------------------
+
+TokenPair = tuple[RefreshToken, AccessToken]
+
+
+def login_start(*, user: User) -> TokenPair:
+    """A sign-in with a password: a new login and its first pair of tokens."""
+    now = tokens.now_for_tokens()
+    with transaction.atomic():
+        login = Login(user=user, started_at=now, expires_at=now + settings.JWT_LOGIN_LIFETIME)
+        refresh = tokens.refresh_token_new(login=login)
+        login.refresh_jti = refresh[jwt_settings.JTI_CLAIM]
+        login.save()
+    return refresh, tokens.access_token_for(refresh, login=login)
+
+
+def _refresh_token(raw: str) -> RefreshToken:
+    """The refresh token `raw`, its signature, expiry and type checked; TokenError otherwise."""
+    token = tokens.LoginRefreshToken(raw)
+    if not token.get(tokens.LOGIN_CLAIM):
+        raise TokenError("Token belongs to no sign-in; sign in again.")
+    return token
+
+
+def _tokens_blacklist(outstanding: Iterable[OutstandingToken]) -> None:
+    BlacklistedToken.objects.bulk_create([BlacklistedToken(token=t) for t in outstanding], ignore_conflicts=True)
+
+
+def _login_end(login: Login, *, reason: str) -> None:
+    """End a locked, open login and blacklist its one usable refresh token (the caller then denies
+    its access tokens in Redis)."""
+    login.ended_at, login.end_reason = timezone.now(), reason
+    login.save(update_fields=["ended_at", "end_reason"])
+    _tokens_blacklist(OutstandingToken.objects.filter(jti=login.refresh_jti))
+
+
+def login_refresh(*, refresh: str) -> TokenPair:
+    """Rotate a refresh token: the presented one is blacklisted and a new pair issued, never past the
+    login's absolute lifetime. A refresh token presented a second time (a copy in someone else's
+    hands, or the owner's, after the other used it) ends its whole login: both holders sign in again,
+    and only the owner can."""
+    try:
+        presented = _refresh_token(refresh)
+    except TokenError as exc:
+        raise Unauthorized("token_not_valid", str(exc), field="refresh") from exc
+    refused = None
+    with transaction.atomic():
+        login = (
+            Login.objects.select_for_update(of=("self",))
+            .select_related("user")
+            .filter(pk=presented[tokens.LOGIN_CLAIM], user_id=presented[jwt_settings.USER_ID_CLAIM])
+            .first()
+        )
+        if login is None or not login.user.is_active:
+            raise Unauthorized("token_not_valid", "This sign-in no longer exists.", field="refresh")
+        if login.ended_at is not None:
+            raise Unauthorized("login_ended", "This sign-in has ended; sign in again.", field="refresh")
+        if presented[jwt_settings.JTI_CLAIM] != login.refresh_jti:
+            _login_end(login, reason=Login.EndReason.REUSED)
+            refused = Unauthorized(
+                "token_reused",
+                "This refresh token was used before; the sign-in it belongs to has ended. Sign in again.",
+                field="refresh",
+            )
+            log.warning("refresh_token_reused", login=str(login.pk), user_id=login.user_id)
+        elif login.expires_at <= presented.current_time:
+            _login_end(login, reason=Login.EndReason.EXPIRED)
+            refused = Unauthorized("login_expired", "This sign-in is too old; sign in again.", field="refresh")
+        else:
+            _tokens_blacklist(OutstandingToken.objects.filter(jti=login.refresh_jti))
+            rotated = tokens.refresh_token_new(login=login, previous=presented)
+            login.refresh_jti = rotated[jwt_settings.JTI_CLAIM]
+            login.save(update_fields=["refresh_jti"])
+    if refused is not None:
+        tokens.logins_deny(login_ids=[login.pk])
+        raise refused
+    return rotated, tokens.access_token_for(rotated, login=login)
+
+
+def login_end(*, user: User, refresh: str, access: Token | None = None) -> None:
+    """Log out: end the login of `refresh` (which must be the user's) and refuse `access`, the access
+    token the request came with, from now on."""
+    try:
+        presented = _refresh_token(refresh)
+    except TokenError as exc:
+        raise InvalidRequest("token_not_valid", str(exc), field="refresh") from exc
+    if str(presented.get(jwt_settings.USER_ID_CLAIM)) != str(user.pk):
+        raise InvalidRequest("token_not_valid", "That refresh token belongs to someone else.", field="refresh")
+    login_id = presented[tokens.LOGIN_CLAIM]
+    with transaction.atomic():
+        login = Login.objects.select_for_update().filter(pk=login_id, user=user, ended_at__isnull=True).first()
+        if login is not None:
+            current = presented[jwt_settings.JTI_CLAIM] == login.refresh_jti
+            _login_end(login, reason=Login.EndReason.LOGOUT if current else Login.EndReason.REUSED)
+    tokens.logins_deny(login_ids=[login_id], access=access)
+
+
+def user_logins_end(*, user: User, reason: str) -> int:
+    """End every login of the user and blacklist every refresh token they still hold (those of
+    logins and any other), as a new password requires."""
+    now = timezone.now()
+    with transaction.atomic():
+        ended = list(
+            Login.objects.select_for_update()
+            .filter(user=user, ended_at__isnull=True)
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+        Login.objects.filter(pk__in=ended).update(ended_at=now, end_reason=reason)
+        _tokens_blacklist(OutstandingToken.objects.filter(user=user, expires_at__gt=now, blacklistedtoken__isnull=True))
+    tokens.logins_deny(login_ids=ended)
+    if ended:
+        log.info("logins_ended", user_id=user.pk, reason=reason, count=len(ended))
+    return len(ended)
+
+
+def tokens_flush_expired() -> int:
+    """Forget refresh tokens (and their blacklist rows) and logins past their expiry: nothing can
+    present them any more."""
+    now = timezone.now()
+    deleted, _ = OutstandingToken.objects.filter(expires_at__lte=now).delete()
+    Login.objects.filter(expires_at__lte=now).delete()
     return deleted

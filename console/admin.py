@@ -3,7 +3,6 @@ second-factor action on users (the rest of the user admin, with its no-escalatio
 accounts'; the console, the layer above, adds what only it knows)."""
 
 from axes.models import AccessAttempt, AccessFailureLog, AccessLog
-from django.conf import settings
 from django.contrib import admin
 from django.contrib.admin import helpers
 from django.contrib.auth.admin import GroupAdmin
@@ -11,13 +10,13 @@ from django.contrib.auth.models import Group
 from django.db.models import Exists, OuterRef, QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
-from django.utils import timezone
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.admin import UserAdmin, access_change_details
 from accounts.models import User
 from accounts.services import audit_record
 from console.forms import SecondFactorResetForm
+from console.lockout import locked
 from console.services import login_unlock, two_factor_reset
 from exchange.admin_tools import ReadOnlyAdmin, run_service_action
 
@@ -167,8 +166,7 @@ class AccessAttemptAdmin(LoginRecordAdmin):
 
     @admin.display(description="locked out", boolean=True)
     def locked_out(self, attempt: AccessAttempt) -> bool:
-        recent = attempt.attempt_time >= timezone.now() - settings.AXES_COOLOFF_TIME
-        return recent and attempt.failures_since_start >= settings.AXES_FAILURE_LIMIT
+        return locked(attempt.failures_since_start, attempt.attempt_time)
 
     def has_delete_permission(self, request: HttpRequest, obj: AccessAttempt | None = None) -> bool:
         # ReadOnlyAdmin refuses every deletion; these rows are the one thing here an operator removes.

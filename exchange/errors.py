@@ -43,6 +43,12 @@ class InsufficientFunds(ExchangeError):
         self.needed = needed
 
 
+class Unauthorized(ExchangeError):
+    """A token that no longer opens anything: used twice, ended, past its login's lifetime."""
+
+    status_code = status.HTTP_401_UNAUTHORIZED
+
+
 class Forbidden(ExchangeError):
     """The caller may not do this: a restricted user, an operator without the permission, an operator
     acting on their own money, the same person giving both halves of a four-eyes decision."""

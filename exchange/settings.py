@@ -140,6 +140,8 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 10}},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+    # Not a rule: Django tells every validator of a new password, and this one ends the user's logins.
+    {"NAME": "accounts.passwords.LoginsEndOnPasswordChange"},
 ]
 
 LANGUAGE_CODE = "en-us"
@@ -200,6 +202,10 @@ CELERY_BEAT_SCHEDULE = {
     "expire-idempotency-keys": {
         "task": "accounts.tasks.idempotency_keys_expire",
         "schedule": 3600.0,
+    },
+    "flush-expired-tokens": {
+        "task": "accounts.tasks.tokens_flush_expired",
+        "schedule": env.float("TOKEN_FLUSH_SECONDS", default=3600.0),
     },
 }
 
@@ -282,7 +288,7 @@ SETTLEMENT_GAP_ALERT_SECONDS = env.float("SETTLEMENT_GAP_ALERT_SECONDS", default
 # --- API ------------------------------------------------------------------------------------------
 
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework_simplejwt.authentication.JWTAuthentication"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.tokens.LoginAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["exchange.parsers.JSONParser"],
@@ -303,13 +309,17 @@ REST_FRAMEWORK = {
     "UNAUTHENTICATED_USER": None,
 }
 
+# Tokens belong to a login (accounts/tokens.py): refresh tokens rotate, the one used is blacklisted,
+# and none lives past JWT_LOGIN_LIFETIME after the sign-in with a password, however often refreshed.
 SIMPLE_JWT = {
     "ACCESS_TOKEN_LIFETIME": timedelta(seconds=env.int("JWT_ACCESS_SECONDS", default=300)),
     "REFRESH_TOKEN_LIFETIME": timedelta(seconds=env.int("JWT_REFRESH_SECONDS", default=86_400)),
     "ROTATE_REFRESH_TOKENS": True,
     "BLACKLIST_AFTER_ROTATION": True,
-    "UPDATE_LAST_LOGIN": True,
 }
+JWT_LOGIN_LIFETIME = timedelta(seconds=env.int("JWT_LOGIN_SECONDS", default=7 * 86_400))
+if SIMPLE_JWT["ACCESS_TOKEN_LIFETIME"] > JWT_LOGIN_LIFETIME:
+    raise ImproperlyConfigured("JWT_LOGIN_SECONDS must not be shorter than JWT_ACCESS_SECONDS")
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Exchange API",
@@ -342,7 +352,7 @@ if PRODUCTION:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=3600)
 
-# --- Operators' sign-in (the admin) ---------------------------------------------------------------
+# --- Sign-in ------------------------------------------------------------------------------------
 
 # A TOTP code (django-otp) after the password. With this on, a staff user without a device can reach
 # only the enrolment page until they have set one up; a user who has a device must give its code
@@ -352,38 +362,57 @@ OTP_TOTP_ISSUER = env.str("ADMIN_TOTP_ISSUER", default="Exchange operations")
 # The devices' secrets never appear in the admin, not even to whoever may reset a device.
 OTP_ADMIN_HIDE_SENSITIVE_DATA = True
 
-# django-axes counts failed admin logins by username and refuses that username for a while once
-# there are too many; a wrong TOTP code counts as a failure too. The API's token login is left to
-# its own rate limit (console.lockout.AdminLoginHandler ignores every request outside the admin).
+# django-axes counts failed logins by username, at the two doors that take a password: the admin's
+# login form and the API's token login (with the API's password change). Both doors count against
+# the same username and refuse it for a while once there are too many; a wrong TOTP code counts as a
+# failure too. Each door has its own limit and cool-off (console.lockout picks them by request).
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
 ]
-AXES_ONLY_ADMIN_SITE = True
-AXES_HANDLER = "console.lockout.AdminLoginHandler"
+# console.lockout.SignInHandler itself ignores every request outside those doors.
+AXES_ONLY_ADMIN_SITE = False
+AXES_HANDLER = "console.lockout.SignInHandler"
 AXES_LOCKOUT_PARAMETERS = ["username"]
+AXES_USERNAME_CALLABLE = "console.lockout.username_of"
 # Axes warns when the address is not a lock-out parameter too. Locking by address as well would let
 # one person's mistakes lock out everyone behind the same office NAT, and a successful login would
 # clear that address's failures against every other username; the count per username is what we want.
 SILENCED_SYSTEM_CHECKS = ["axes.W006"]
-AXES_FAILURE_LIMIT = env.int("ADMIN_LOGIN_FAILURE_LIMIT", default=5)
-if AXES_FAILURE_LIMIT < 1:
-    raise ImproperlyConfigured("ADMIN_LOGIN_FAILURE_LIMIT must be at least 1")
-AXES_COOLOFF_TIME = timedelta(seconds=env.int("ADMIN_LOGIN_COOLOFF_SECONDS", default=3600))
-if AXES_COOLOFF_TIME.total_seconds() <= 0:
-    raise ImproperlyConfigured("ADMIN_LOGIN_COOLOFF_SECONDS must be positive")
+
+
+def _positive(name: str, default: int) -> int:
+    value = env.int(name, default=default)
+    if value < 1:
+        raise ImproperlyConfigured(f"{name} must be at least 1")
+    return value
+
+
+ADMIN_LOGIN_FAILURE_LIMIT = _positive("ADMIN_LOGIN_FAILURE_LIMIT", 5)
+ADMIN_LOGIN_COOLOFF_SECONDS = _positive("ADMIN_LOGIN_COOLOFF_SECONDS", 3600)
+# The API's limit is higher and its cool-off shorter, and attempts refused while locked do not
+# restart it: a trader's username is public, so whoever wants to keep it locked must keep guessing
+# (the limit every cool-off). Sign-ins already made keep working meanwhile.
+API_LOGIN_FAILURE_LIMIT = _positive("API_LOGIN_FAILURE_LIMIT", 10)
+API_LOGIN_COOLOFF_SECONDS = _positive("API_LOGIN_COOLOFF_SECONDS", 900)
+AXES_FAILURE_LIMIT = "console.lockout.failure_limit"
+AXES_COOLOFF_TIME = "console.lockout.cool_off"
 AXES_RESET_ON_SUCCESS = True
 AXES_ENABLE_ACCESS_FAILURE_LOG = True
 AXES_LOCKOUT_CALLABLE = "console.lockout.locked_out_response"
 AXES_SENSITIVE_PARAMETERS = ["username", "ip_address", "otp_token"]
 # console/admin.py shows the login records read-only and unlocks through an audited action.
 AXES_ENABLE_ADMIN = False
-# The address recorded with each login: the connection's, or, behind this many reverse proxies that
-# append to X-Forwarded-For, the one they saw (python-ipware).
-ADMIN_TRUSTED_PROXIES = env.int("ADMIN_TRUSTED_PROXIES", default=0)
-if ADMIN_TRUSTED_PROXIES < 0:
-    raise ImproperlyConfigured("ADMIN_TRUSTED_PROXIES must not be negative")
-AXES_CLIENT_IP_CALLABLE = "console.lockout.client_ip"
+# The address of a request (rate limits, lock-outs, sign-in records): the connection's, or, behind
+# this many reverse proxies that append to X-Forwarded-For, the one the outermost proxy saw.
+if "ADMIN_TRUSTED_PROXIES" in os.environ:
+    raise ImproperlyConfigured("ADMIN_TRUSTED_PROXIES is now TRUSTED_PROXY_COUNT (it covers the whole API)")
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
+if TRUSTED_PROXY_COUNT < 0:
+    raise ImproperlyConfigured("TRUSTED_PROXY_COUNT must not be negative")
+AXES_CLIENT_IP_CALLABLE = "exchange.addresses.client_ip"
+# DRF's own reading of X-Forwarded-For agrees (the throttles use exchange.addresses directly).
+REST_FRAMEWORK["NUM_PROXIES"] = TRUSTED_PROXY_COUNT
 
 # --- Logging --------------------------------------------------------------------------------------
 

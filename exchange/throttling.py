@@ -2,6 +2,10 @@
 
 A restart of Redis (it keeps nothing on disk) must not turn every request into an error: for the
 seconds it takes, requests go through unthrottled, and each is logged.
+
+Requests without a user are counted by the client's address as `exchange.addresses.client_ip` finds
+it (the same address the login lock-out records), never by the raw X-Forwarded-For header, which
+the client writes itself.
 """
 
 from typing import TYPE_CHECKING
@@ -9,6 +13,8 @@ from typing import TYPE_CHECKING
 import structlog
 from redis.exceptions import RedisError
 from rest_framework import throttling
+
+from exchange.addresses import client_ip
 
 if TYPE_CHECKING:  # rest_framework.views imports this module through the settings
     from rest_framework.request import Request
@@ -24,6 +30,9 @@ class _FailOpen:
         except (RedisError, OSError) as exc:
             log.warning("throttle_cache_unavailable", error=repr(exc))
             return True
+
+    def get_ident(self, request: "Request") -> str:
+        return client_ip(request) or ""
 
 
 class AnonRateThrottle(_FailOpen, throttling.AnonRateThrottle):

@@ -1,7 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
-from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
 from accounts.apis import (
     BalancesApi,
@@ -10,32 +9,22 @@ from accounts.apis import (
     DepositAddressApi,
     DepositsApi,
     LogoutApi,
+    PasswordChangeApi,
     RegisterApi,
-    TokenObtainInputSerializer,
-    TokenRefreshInputSerializer,
+    TokenApi,
+    TokenRefreshApi,
     WithdrawalsApi,
 )
 from exchange import health
-from exchange.throttling import ScopedRateThrottle
 from matching.apis import MarketDepthApi, MarketsApi, MarketTradesApi, OrderDetailApi, OrdersApi
 from settlement.apis import FillsApi
-
-
-class TokenApi(TokenObtainPairView):
-    serializer_class = TokenObtainInputSerializer
-    throttle_classes = [ScopedRateThrottle]
-    throttle_scope = "auth"
-
-
-class TokenRefreshApi(TokenRefreshView):
-    serializer_class = TokenRefreshInputSerializer
-
 
 api = [
     path("auth/register/", RegisterApi.as_view(), name="register"),
     path("auth/token/", TokenApi.as_view(), name="token"),
     path("auth/token/refresh/", TokenRefreshApi.as_view(), name="token-refresh"),
     path("auth/logout/", LogoutApi.as_view(), name="logout"),
+    path("auth/password/", PasswordChangeApi.as_view(), name="password-change"),
     path("balances/", BalancesApi.as_view(), name="balances"),
     path("deposits/address/", DepositAddressApi.as_view(), name="deposit-address"),
     path("deposits/", DepositsApi.as_view(), name="deposits"),

@@ -13,7 +13,6 @@ import pytest
 from django.conf import settings
 from django.contrib.auth.models import Permission
 from rest_framework.test import APIClient
-from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts.custody import signature_header
 from accounts.models import (
@@ -29,7 +28,7 @@ from accounts.models import (
     UserRestriction,
     Withdrawal,
 )
-from accounts.services import deposit_address_get, deposit_report
+from accounts.services import deposit_address_get, deposit_report, login_start
 from matching.models import Market, Order, OutboxMessage
 from tests.e2e.harness import Exchange
 from tests.factories import MarketFactory, UserFactory
@@ -91,7 +90,8 @@ def api() -> APIClient:
 def client_for() -> Callable[[User], APIClient]:
     def build(user: User) -> APIClient:
         client = APIClient()
-        client.credentials(HTTP_AUTHORIZATION=f"Bearer {RefreshToken.for_user(user).access_token}")
+        _, access = login_start(user=user)
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {access}")
         return client
 
     return build

@@ -8,10 +8,10 @@ import schemathesis
 from django.core.signals import request_finished, request_started
 from django.db import close_old_connections
 from hypothesis import HealthCheck, settings
-from rest_framework_simplejwt.tokens import RefreshToken
 from schemathesis.checks import not_a_server_error
 
 from accounts.models import Account
+from accounts.services import login_start
 from exchange.wsgi import application
 
 schema = schemathesis.openapi.from_wsgi("/api/schema/", application)
@@ -33,7 +33,7 @@ def bearer(in_process, make_user, fund) -> dict[str, str]:
     user = make_user()
     fund(user, "USDT", "100000")
     fund(user, "BTC", "10")
-    return {"Authorization": f"Bearer {RefreshToken.for_user(user).access_token}"}
+    return {"Authorization": f"Bearer {login_start(user=user)[1]}"}
 
 
 def outside_money() -> dict[tuple[str, str], Decimal]:

@@ -1,5 +1,5 @@
 """Signing in to the admin: password, the TOTP second factor, enrolment, lock-out and the login
-records; and the API's own token login, which none of that touches."""
+records; and the API's token login, which counts against the same username."""
 
 import re
 
@@ -207,11 +207,11 @@ def test_every_sign_in_is_recorded_with_the_address_and_the_browser(staff) -> No
 
 def test_behind_trusted_proxies_the_address_is_the_one_the_first_proxy_saw(settings, rf) -> None:
     spoofed = {"HTTP_X_FORWARDED_FOR": "203.0.113.66, 198.51.100.4", "REMOTE_ADDR": "10.0.0.2"}
-    settings.ADMIN_TRUSTED_PROXIES = 0
+    settings.TRUSTED_PROXY_COUNT = 0
     assert client_ip(rf.post("/admin/login/", **spoofed)) == "10.0.0.2"
-    settings.ADMIN_TRUSTED_PROXIES = 1
+    settings.TRUSTED_PROXY_COUNT = 1
     assert client_ip(rf.post("/admin/login/", **spoofed)) == "198.51.100.4"
-    settings.ADMIN_TRUSTED_PROXIES = 2
+    settings.TRUSTED_PROXY_COUNT = 2
     assert client_ip(rf.post("/admin/login/", **spoofed)) == "203.0.113.66"
 
 
@@ -251,24 +251,39 @@ def test_only_the_admin_role_may_unlock(staff, signed_in) -> None:
 # --- the API's token login --------------------------------------------------------------------------
 
 
-def test_the_api_token_login_is_neither_counted_nor_blocked_by_the_admin_lock_out(staff) -> None:
+def test_failed_api_token_logins_count_towards_the_admin_lock_out(staff) -> None:
+    """One password, one count: a guesser locked out of the admin cannot carry on through the API,
+    nor the other way round."""
     user = staff("finance")
     api = APIClient()
-    for _ in range(6):
+    for _ in range(5):
         refused = api.post("/api/auth/token/", {"username": user.username, "password": "wrong"}, format="json")
         assert refused.status_code == 401
         assert set(refused.json()["error"]) == {"code", "message", "fields"}
-    assert not AccessAttempt.objects.exists()
-    assert not AccessFailureLog.objects.exists()
+    assert AccessFailureLog.objects.filter(username=user.username, path_info="/api/auth/token/").count() == 5
 
-    for _ in range(5):
-        log_in(browser(), user.username, password="wrong-password")
     assert log_in(browser(), user.username).status_code == 429
 
+
+def test_the_admin_lock_out_refuses_the_api_token_login_with_a_json_error(settings, staff) -> None:
+    settings.API_LOGIN_FAILURE_LIMIT = 5
+    user = staff("finance")
+    for _ in range(5):
+        log_in(browser(), user.username, password="wrong-password")
+
+    locked = APIClient().post("/api/auth/token/", {"username": user.username, "password": PASSWORD}, format="json")
+    assert locked.status_code == 429
+    assert locked.json()["error"]["code"] == "login_locked"
+
+
+def test_a_successful_api_token_login_is_recorded_without_a_session(staff) -> None:
+    user = staff("finance")
+    api = APIClient(HTTP_USER_AGENT=BROWSER)
     tokens = api.post("/api/auth/token/", {"username": user.username, "password": PASSWORD}, format="json")
     assert tokens.status_code == 200
-    assert set(tokens.json()) == {"access", "refresh"}
-    assert not AccessLog.objects.exists()
+    record = AccessLog.objects.get(username=user.username)
+    assert (record.path_info, record.user_agent, record.session_hash) == ("/api/auth/token/", BROWSER, "")
+    assert "sessionid" not in tokens.cookies
 
 
 def test_the_login_records_open_read_only_for_compliance_and_admin(staff, signed_in) -> None:
