@@ -1,5 +1,6 @@
 """Liveness, readiness and Prometheus metrics."""
 
+import hmac
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -13,6 +14,8 @@ from kombu import Connection
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from exchange.errors import error_body
 
 log = structlog.get_logger(__name__)
 
@@ -136,5 +139,17 @@ _registry = CollectorRegistry(auto_describe=False)
 _registry.register(ExchangeCollector())
 
 
+def _metrics_refusal(code: str, message: str) -> JsonResponse:
+    response = JsonResponse(error_body(code, message), status=401)
+    response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+    return response
+
+
 def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus text format, for a scraper that presents `Authorization: Bearer <METRICS_TOKEN>`."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return _metrics_refusal("not_authenticated", "Give the metrics token as `Authorization: Bearer <token>`.")
+    if not hmac.compare_digest(token.strip().encode(), settings.METRICS_TOKEN.encode()):
+        return _metrics_refusal("authentication_failed", "The metrics token is not valid.")
     return HttpResponse(generate_latest(_registry), content_type=CONTENT_TYPE_LATEST)
