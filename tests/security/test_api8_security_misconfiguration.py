@@ -186,3 +186,40 @@ def test_the_stack_log_names_the_password_file_but_holds_no_password(tmp_path) -
     token = (tmp_path / "metrics-token").read_text().strip()
     assert token not in logged
     assert str(tmp_path / "metrics-token") in logged
+
+
+# --- /readyz says up or down, nothing more -----------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_readyz_answers_up_or_down_without_error_text_or_addresses(client, settings) -> None:
+    settings.CACHES = {
+        "default": {
+            **settings.CACHES["default"],
+            "LOCATION": "redis://127.0.0.1:1/0",
+            "OPTIONS": {"socket_connect_timeout": 0.2, "socket_timeout": 0.2},
+        }
+    }
+    settings.KAFKA = {**settings.KAFKA, "BOOTSTRAP_SERVERS": ["127.0.0.1:1"]}
+    settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"
+
+    answer = client.get("/readyz")
+
+    assert answer.status_code == 503
+    assert answer.json() == {
+        "status": "unavailable",
+        "checks": {"database": "up", "kafka": "down", "celery_broker": "down", "cache": "down"},
+    }
+    body = answer.content.decode()
+    for leak in ("127.0.0.1", ":1", "refused", "Error", "redis://"):
+        assert leak not in body
+
+
+@pytest.mark.django_db
+def test_readyz_is_200_when_everything_answers(client) -> None:
+    answer = client.get("/readyz")
+    assert answer.status_code == 200, answer.content
+    assert answer.json() == {
+        "status": "ready",
+        "checks": {"database": "up", "kafka": "up", "celery_broker": "up", "cache": "up"},
+    }
