@@ -176,7 +176,8 @@ REDIS_URL = env.str("REDIS_URL", default=local_default("redis://127.0.0.1:6379/0
 CACHE_KEY_PREFIX = env.str("CACHE_KEY_PREFIX", default="exchange")
 CACHES = {
     "default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        # Django's RedisCache with JSON instead of pickle: nothing read back from Redis is unpickled.
+        "BACKEND": "exchange.cache.JSONRedisCache",
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": CACHE_KEY_PREFIX,
         "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
@@ -193,10 +194,15 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=300)}
+# JSON only, for tasks, results and events alike: a worker refuses a pickled message rather than
+# running whatever it would unpickle into.
 CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_EVENT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_RESULT_ACCEPT_CONTENT = ["json"]
 # Keep the project's logging (structured, one format for every process) instead of Celery's own.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
-CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BEAT_SCHEDULE_FILENAME = str(RUN_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
     "settle-markets-with-backlog": {

@@ -8,6 +8,7 @@ back from Redis is unpickled, and `/readyz` says up or down without telling anyo
 import json
 import os
 import pathlib
+import pickle
 import secrets
 import stat
 import subprocess
@@ -15,6 +16,11 @@ import sys
 
 import psycopg
 import pytest
+from celery.app import app_or_default
+from django.core.cache import cache
+from kombu.exceptions import ContentDisallowed
+from kombu.serialization import dumps as kombu_dumps
+from kombu.serialization import loads as kombu_loads
 
 from exchange import stack
 from tests.e2e.harness import Exchange
@@ -186,6 +192,73 @@ def test_the_stack_log_names_the_password_file_but_holds_no_password(tmp_path) -
     token = (tmp_path / "metrics-token").read_text().strip()
     assert token not in logged
     assert str(tmp_path / "metrics-token") in logged
+
+
+# --- Nothing from Redis is unpickled ------------------------------------------------------------------
+
+
+class _Trap:
+    """Unpickling this creates a file: a stand-in for whatever a crafted payload would run."""
+
+    def __init__(self, path: pathlib.Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple:
+        return (pathlib.Path.touch, (self.path,))
+
+
+@pytest.fixture
+def raw_redis():
+    client = cache._cache.get_client(write=True)
+    written: list[str] = []
+    yield client, written
+    if written:
+        client.delete(*written)
+
+
+def test_a_pickle_planted_in_the_cache_is_never_unpickled(tmp_path, raw_redis) -> None:
+    client, written = raw_redis
+    marker = tmp_path / "unpickled"
+    key = cache.make_and_validate_key("engine:state")
+    client.set(key, pickle.dumps(_Trap(marker)))
+    written.append(key)
+
+    read = cache.get("engine:state")
+    assert not marker.exists()
+    assert read is None
+    assert cache.get("engine:state", {"fallback": True}) == {"fallback": True}
+    assert cache.get_many(["engine:state"]) == {}
+    assert not marker.exists()
+
+
+def test_the_cache_stores_json_and_reads_it_back(raw_redis) -> None:
+    client, written = raw_redis
+    value = {"sequence": 7, "bids": [["100.5", "0.25"]], "asks": []}
+    cache.set("depth:H4_TEST", value, timeout=30)
+    key = cache.make_and_validate_key("depth:H4_TEST")
+    written.append(key)
+
+    assert json.loads(client.get(key)) == value
+    assert cache.get("depth:H4_TEST") == value
+    cache.set("counter:H4_TEST", 1, timeout=30)
+    written.append(cache.make_and_validate_key("counter:H4_TEST"))
+    assert cache.incr("counter:H4_TEST", 2) == 3
+    assert cache.get("counter:H4_TEST") == 3
+    with pytest.raises(TypeError):
+        cache.set("depth:H4_TEST", object(), timeout=30)
+
+
+def test_celery_accepts_json_messages_only() -> None:
+    from exchange.celery import app
+
+    assert app is app_or_default(app)
+    conf = app.conf
+    assert (conf.task_serializer, conf.result_serializer, conf.event_serializer) == ("json", "json", "json")
+    assert list(conf.accept_content) == ["json"]
+    assert list(conf.result_accept_content) == ["json"]
+    content_type, encoding, body = kombu_dumps({"a": 1}, serializer="pickle")
+    with pytest.raises(ContentDisallowed):
+        kombu_loads(body, content_type, encoding, accept=conf.accept_content)
 
 
 # --- /readyz says up or down, nothing more -----------------------------------------------------------
