@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import secrets
 import statistics
 import sys
 import threading
@@ -23,7 +24,8 @@ from dataclasses import dataclass, field
 
 import requests
 
-PASSWORD = "Load-test-password-1"  # noqa: S105 - the throwaway traders this script registers
+# The traders this script registers log in once, within the run; their password is made per run.
+PASSWORD = secrets.token_urlsafe(16)
 
 
 @dataclass

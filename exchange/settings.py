@@ -52,12 +52,28 @@ def run_secret(name: str) -> str:
     return path.read_text().strip()
 
 
+def secret_setting(variable: str, run_name: str) -> str:
+    """A secret from the environment: required in production, and in development made once per
+    checkout under the run folder (`run_name`), so that no secret is ever a constant of the code."""
+    value = env.str(variable, default="")
+    if value:
+        return value
+    if PRODUCTION:
+        raise ImproperlyConfigured(f"{variable} is required in production")
+    return run_secret(run_name)
+
+
 # Which long-running process this is (api, engine, settlement, celery, beat); shows up in
 # PostgreSQL's pg_stat_activity and in the logs.
 EXCHANGE_PROCESS = env.str("EXCHANGE_PROCESS", default="manage")
 
-SECRET_KEY = env.str("DJANGO_SECRET_KEY", default=local_default("development-only-not-secret-" + "x" * 32))
+# Required in production; in development each checkout makes its own under the run folder, so no key
+# that signs sessions or tokens is ever written in the code.
+SECRET_KEY = secret_setting("DJANGO_SECRET_KEY", "secret-key")
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
+if DEBUG and PRODUCTION:
+    # Debug pages show settings, SQL and tracebacks to whoever triggers an error.
+    raise ImproperlyConfigured("DJANGO_DEBUG must be off with EXCHANGE_ENV=production")
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=local_default(["127.0.0.1", "localhost", "testserver"]))
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -164,7 +180,8 @@ REDIS_URL = env.str("REDIS_URL", default=local_default("redis://127.0.0.1:6379/0
 CACHE_KEY_PREFIX = env.str("CACHE_KEY_PREFIX", default="exchange")
 CACHES = {
     "default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        # Django's RedisCache with JSON instead of pickle: nothing read back from Redis is unpickled.
+        "BACKEND": "exchange.cache.JSONRedisCache",
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": CACHE_KEY_PREFIX,
         "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
@@ -181,10 +198,15 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=300)}
+# JSON only, for tasks, results and events alike: a worker refuses a pickled message rather than
+# running whatever it would unpickle into.
 CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_EVENT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_RESULT_ACCEPT_CONTENT = ["json"]
 # Keep the project's logging (structured, one format for every process) instead of Celery's own.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
-CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BEAT_SCHEDULE_FILENAME = str(RUN_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
     "settle-markets-with-backlog": {
@@ -257,11 +279,9 @@ ENGINE_DEPTH_LEVELS = env.int("ENGINE_DEPTH_LEVELS", default=50)
 
 # Custody signs its webhooks with this secret (HMAC-SHA256). Several, comma-separated, while rotating:
 # any of them is accepted, and the custody simulator signs with the first.
-CUSTODY_WEBHOOK_SECRETS = env.list("CUSTODY_WEBHOOK_SECRET", default=[])
-if not CUSTODY_WEBHOOK_SECRETS:
-    if PRODUCTION:
-        raise ImproperlyConfigured("CUSTODY_WEBHOOK_SECRET is required in production")
-    CUSTODY_WEBHOOK_SECRETS = [run_secret("custody-webhook-secret")]
+CUSTODY_WEBHOOK_SECRETS = env.list("CUSTODY_WEBHOOK_SECRET", default=[]) or [
+    secret_setting("CUSTODY_WEBHOOK_SECRET", "custody-webhook-secret")
+]
 # How far a webhook's signed timestamp may be from now, either way.
 CUSTODY_SIGNATURE_TOLERANCE_SECONDS = env.int("CUSTODY_SIGNATURE_TOLERANCE_SECONDS", default=300)
 # Issues deposit addresses: a class with `address_for(*, user_id, asset)`.
@@ -346,11 +366,25 @@ SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 if PRODUCTION:
+    # Cookies (the admin's session and CSRF token) travel over HTTPS only.
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
     SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=True)
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-    SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=3600)
+    # Load balancers probe these over the plain port; they carry no secret and answer only up/down.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+    # gunicorn speaks plain HTTP behind a proxy that terminates TLS and sets X-Forwarded-Proto (and
+    # must overwrite any such header a client sent). Off where nothing in front sets it.
+    if env.bool("DJANGO_SECURE_PROXY_SSL_HEADER", default=True):
+        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    # A year, subdomains included, and eligible for the browsers' preload list: an exchange is never
+    # meant to be reached over plain HTTP, and the first visit is the one HSTS alone cannot protect.
+    # Preloading is hard to undo (months): a domain with a subdomain that must stay on HTTP turns it off.
+    SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=31_536_000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+    SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", default=True)
+
+# What Prometheus presents (`Authorization: Bearer <token>`) to read /metrics.
+METRICS_TOKEN = secret_setting("METRICS_TOKEN", "metrics-token")
 
 # --- Sign-in ------------------------------------------------------------------------------------
 

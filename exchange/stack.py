@@ -538,11 +538,16 @@ def stop_pid(name: str, pid: int, sig: int, timeout: float) -> None:
     pid_file(name).unlink(missing_ok=True)
 
 
+def shown(path: Path) -> Path:
+    return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+
+
 def print_banner(config: Config) -> None:
     base = f"http://127.0.0.1:{config.port}"
-    staff = RUN / "staff.txt"
-    shown = staff.relative_to(ROOT) if staff.is_relative_to(ROOT) else staff
-    sign_in = f"one staff account per role, passwords in {shown}" if staff.exists() else "your staff account"
+    # Where the secrets are, never the secrets themselves: this goes to the terminal and .run/stack.log.
+    staff, token = RUN / "staff.txt", RUN / "metrics-token"
+    sign_in = f"one staff account per role, passwords in {shown(staff)}" if staff.exists() else "your staff account"
+    scrape = f"token in {shown(token)}" if token.exists() else "token in METRICS_TOKEN"
     lines = [
         "",
         "The exchange is running:",
@@ -550,7 +555,7 @@ def print_banner(config: Config) -> None:
         f"  API docs       {base}/api/docs/",
         f"  admin          {base}/admin/   ({sign_in})",
         f"  health         {base}/healthz  {base}/readyz",
-        f"  metrics        {base}/metrics",
+        f"  metrics        {base}/metrics  (Authorization: Bearer <{scrape}>)",
         f"  logs and pids  {RUN}/",
         "",
     ]

@@ -144,7 +144,10 @@ def test_health_readiness_metrics_and_schema_answer(exchange: Exchange) -> None:
     ready = http.get(f"{base}/readyz")
     assert ready.status_code == 200, ready.text
     assert set(ready.json()["checks"]) == {"database", "kafka", "celery_broker", "cache"}
-    metrics = http.get(f"{base}/metrics").text
+    assert http.get(f"{base}/metrics").status_code == 401
+    # The processes made the development token under their run folder; Prometheus would read it there.
+    token = (exchange.workdir / "metrics-token").read_text().strip()
+    metrics = http.get(f"{base}/metrics", headers={"Authorization": f"Bearer {token}"}).text
     assert 'exchange_settled_sequence{market="BTC_USDT"}' in metrics
     schema = http.get(f"{base}/api/schema/")
     assert schema.status_code == 200
