@@ -1,6 +1,8 @@
 from django.contrib import admin
 from django.urls import include, path
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework_simplejwt.serializers import TokenObtainPairSerializer, TokenRefreshSerializer
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
 from accounts.apis import (
@@ -14,20 +16,37 @@ from accounts.apis import (
     WithdrawalsApi,
 )
 from exchange import health
+from exchange.api import ErrorSerializer
 from exchange.throttling import ScopedRateThrottle
 from matching.apis import MarketDepthApi, MarketsApi, MarketTradesApi, OrderDetailApi, OrdersApi
 from settlement.apis import FillsApi
 
 
+@extend_schema_view(
+    post=extend_schema(
+        responses={200: TokenObtainPairSerializer, 401: ErrorSerializer, 403: ErrorSerializer},
+        description="Log in: an access token and a refresh token for a username and password.",
+    )
+)
 class TokenApi(TokenObtainPairView):
     throttle_classes = [ScopedRateThrottle]
     throttle_scope = "auth"
 
 
+@extend_schema_view(
+    post=extend_schema(
+        responses={200: TokenRefreshSerializer, 401: ErrorSerializer},
+        description="A new access token, and a new refresh token in place of the one sent (rotated).",
+    )
+)
+class TokenRefreshApi(TokenRefreshView):
+    pass
+
+
 api = [
     path("auth/register/", RegisterApi.as_view(), name="register"),
     path("auth/token/", TokenApi.as_view(), name="token"),
-    path("auth/token/refresh/", TokenRefreshView.as_view(), name="token-refresh"),
+    path("auth/token/refresh/", TokenRefreshApi.as_view(), name="token-refresh"),
     path("auth/logout/", LogoutApi.as_view(), name="logout"),
     path("balances/", BalancesApi.as_view(), name="balances"),
     path("deposits/address/", DepositAddressApi.as_view(), name="deposit-address"),
