@@ -8,6 +8,7 @@ from django.conf import settings
 from django.contrib.auth import authenticate, user_logged_in
 from django.db.models import Max
 from django.utils import timezone
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, serializers, status
 from rest_framework.authentication import BaseAuthentication
@@ -38,7 +39,7 @@ from accounts.services import (
     withdrawal_report,
     withdrawal_request,
 )
-from exchange.api import AmountField, StrictSerializer
+from exchange.api import AmountField, EmailField, ErrorSerializer, QuerySerializer, StrictSerializer
 from exchange.errors import InvalidRequest, Unauthorized
 from exchange.throttling import ScopedRateThrottle
 
@@ -50,15 +51,15 @@ class RegisterApi(APIView):
     throttle_scope = "auth"
 
     class InputSerializer(StrictSerializer):
-        username = serializers.RegexField(r"^[\w.@+-]{3,150}$", max_length=150)
+        username = serializers.RegexField(r"^[\w.@+-]+$", min_length=3, max_length=150)
         password = serializers.CharField(max_length=128, write_only=True, trim_whitespace=False)
-        email = serializers.EmailField()
+        email = EmailField()
 
     class OutputSerializer(serializers.Serializer):
         id = serializers.IntegerField()
         username = serializers.CharField()
 
-    @extend_schema(request=InputSerializer, responses={201: OutputSerializer}, auth=[])
+    @extend_schema(request=InputSerializer, responses={201: OutputSerializer, 409: ErrorSerializer}, auth=[])
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -206,19 +207,21 @@ def _asset(symbol: str) -> Asset:
 
 
 # Transaction ids and withdrawal addresses: 1 to 128 visible ASCII characters (an asset's own
-# address format is checked by the service).
-VISIBLE_ASCII = r"^[\x21-\x7e]{1,128}$"
+# address format is checked by the service). The lengths are `max_length`, not a `{1,128}` in the
+# pattern, so the schema states them as `maxLength`, which every client and fuzzer reads.
+VISIBLE_ASCII = r"^[\x21-\x7e]+$"
 IDEMPOTENCY_PARAMETER = OpenApiParameter(
     HEADER,
     location=OpenApiParameter.HEADER,
     required=False,
+    type={"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"^[\x20-\x7e]+$"},
     description="Send the same key again to get the first answer instead of a second request; "
     "the same key with another body is 422.",
 )
 
 
 class DepositAddressApi(APIView):
-    class FilterSerializer(StrictSerializer):
+    class FilterSerializer(QuerySerializer):
         asset = serializers.CharField(max_length=16)
 
     class OutputSerializer(serializers.Serializer):
@@ -249,7 +252,7 @@ class DepositsApi(APIView):
     class InputSerializer(StrictSerializer):
         asset = serializers.CharField(max_length=16)
         amount = AmountField()
-        tx_id = serializers.RegexField(VISIBLE_ASCII, required=False, allow_null=True)
+        tx_id = serializers.RegexField(VISIBLE_ASCII, max_length=128, required=False, allow_null=True)
 
     @extend_schema(responses={200: DepositOutputSerializer(many=True)})
     def get(self, request: Request) -> Response:
@@ -258,7 +261,7 @@ class DepositsApi(APIView):
     @extend_schema(
         request=InputSerializer,
         parameters=[IDEMPOTENCY_PARAMETER],
-        responses={201: DepositOutputSerializer, 200: DepositOutputSerializer},
+        responses={201: DepositOutputSerializer, 200: DepositOutputSerializer, 422: ErrorSerializer},
         description="Declare an incoming transfer. It credits nothing: the deposit is credited when custody "
         "reports it confirmed.",
     )
@@ -292,14 +295,16 @@ class WithdrawalsApi(APIView):
     class InputSerializer(StrictSerializer):
         asset = serializers.CharField(max_length=16)
         amount = AmountField()
-        address = serializers.RegexField(VISIBLE_ASCII)
+        address = serializers.RegexField(VISIBLE_ASCII, max_length=128)
 
     @extend_schema(responses={200: WithdrawalOutputSerializer(many=True)})
     def get(self, request: Request) -> Response:
         return Response(WithdrawalOutputSerializer(withdrawals_for_user(user=request.user), many=True).data)
 
     @extend_schema(
-        request=InputSerializer, parameters=[IDEMPOTENCY_PARAMETER], responses={201: WithdrawalOutputSerializer}
+        request=InputSerializer,
+        parameters=[IDEMPOTENCY_PARAMETER],
+        responses={201: WithdrawalOutputSerializer, 403: ErrorSerializer, 422: ErrorSerializer},
     )
     def post(self, request: Request) -> Response:
         def withdraw() -> Response:
@@ -344,6 +349,19 @@ class CustodySignatureAuthentication(BaseAuthentication):
         return "Custody-Signature"
 
 
+class CustodySignatureScheme(OpenApiAuthenticationExtension):
+    target_class = CustodySignatureAuthentication
+    name = "custodySignature"
+
+    def get_security_definition(self, auto_schema: object) -> dict:
+        return {
+            "type": "apiKey",
+            "in": "header",
+            "name": SIGNATURE_HEADER,
+            "description": 't=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<raw body>"> with the custody secret.',
+        }
+
+
 class IsCustody(BasePermission):
     def has_permission(self, request: Request, view: APIView) -> bool:
         return isinstance(request.user, Custody)
@@ -356,6 +374,13 @@ class CustodyApi(APIView):
     permission_classes = [IsCustody]
     throttle_classes = []
 
+    def initial(self, request: Request, *args: object, **kwargs: object) -> None:
+        # A method these endpoints do not have is 405 whoever asks, as for every other endpoint,
+        # rather than 401 for want of a signature nobody could give it.
+        if not hasattr(self, request.method.lower()):
+            raise exceptions.MethodNotAllowed(request.method)
+        super().initial(request, *args, **kwargs)
+
 
 SIGNED = {"description": f'{SIGNATURE_HEADER}: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<raw body>">'}
 
@@ -365,7 +390,7 @@ class CustodyDepositsApi(CustodyApi):
         asset = serializers.CharField(max_length=16)
         address = serializers.CharField(max_length=128)
         amount = AmountField()
-        tx_id = serializers.RegexField(VISIBLE_ASCII)
+        tx_id = serializers.RegexField(VISIBLE_ASCII, max_length=128)
         confirmations = serializers.IntegerField(min_value=0, max_value=1_000_000)
 
     class OutputSerializer(serializers.ModelSerializer):
@@ -382,11 +407,10 @@ class CustodyDepositsApi(CustodyApi):
         amount = AmountField()
         tx_id = serializers.CharField(allow_null=True)
         confirmations = serializers.IntegerField()
-        status = serializers.CharField()
+        status = serializers.ChoiceField(choices=Deposit.Status.choices)
 
     @extend_schema(
         responses={200: PendingSerializer(many=True)},
-        auth=[],
         description="Deposits users have declared, and deposits still confirming, for custody to watch. "
         + SIGNED["description"],
     )
@@ -395,8 +419,7 @@ class CustodyDepositsApi(CustodyApi):
 
     @extend_schema(
         request=InputSerializer,
-        responses={201: OutputSerializer, 200: OutputSerializer},
-        auth=[],
+        responses={201: OutputSerializer, 200: OutputSerializer, 409: ErrorSerializer},
         description="Custody saw a transfer to a deposit address. " + SIGNED["description"],
     )
     def post(self, request: Request) -> Response:
@@ -417,7 +440,7 @@ class CustodyDepositsApi(CustodyApi):
 class CustodyWithdrawalsApi(CustodyApi):
     class InputSerializer(StrictSerializer):
         withdrawal_id = serializers.IntegerField(min_value=1)
-        tx_id = serializers.RegexField(VISIBLE_ASCII, required=False, allow_null=True)
+        tx_id = serializers.RegexField(VISIBLE_ASCII, max_length=128, required=False, allow_null=True)
         status = serializers.ChoiceField(
             choices=[Withdrawal.Status.SENT, Withdrawal.Status.COMPLETED, Withdrawal.Status.FAILED]
         )
@@ -431,7 +454,6 @@ class CustodyWithdrawalsApi(CustodyApi):
 
     @extend_schema(
         responses={200: OutputSerializer(many=True)},
-        auth=[],
         description="Withdrawals custody should send (fully approved) or has sent but not yet completed. "
         + SIGNED["description"],
     )
@@ -440,8 +462,7 @@ class CustodyWithdrawalsApi(CustodyApi):
 
     @extend_schema(
         request=InputSerializer,
-        responses={200: OutputSerializer},
-        auth=[],
+        responses={200: OutputSerializer, 404: ErrorSerializer, 409: ErrorSerializer},
         description="Custody's news of a withdrawal. " + SIGNED["description"],
     )
     def post(self, request: Request) -> Response:

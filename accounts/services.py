@@ -9,6 +9,7 @@ from decimal import Decimal
 import structlog
 from django.conf import settings
 from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q, Sum
 from django.utils import timezone
@@ -136,7 +137,12 @@ USER_TAKEN = {
 
 def user_register(*, username: str, password: str, email: str) -> User:
     user = User(username=username, email=email)
-    validate_password(password, user)
+    try:
+        validate_password(password, user)
+    except DjangoValidationError as exc:
+        # A rule about the password's content, not its shape: its own code, so a client can tell it
+        # from a malformed request (`invalid`).
+        raise InvalidRequest("weak_password", exc.messages[0], fields={"password": exc.messages}) from exc
     user.set_password(password)
     try:
         with transaction.atomic():

@@ -1,10 +1,12 @@
-"""Small pieces shared by every app's API: the amount field and the strict input serializer."""
+"""Small pieces shared by every app's API: the amount field, the strict input serializers, the error
+shape, and the schema generator that documents them."""
 
 import re
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
+from django.core.validators import ProhibitNullCharactersValidator
 from drf_spectacular import openapi
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -17,6 +19,7 @@ from accounts.models import AMOUNT_DIGITS, AMOUNT_PLACES
 AMOUNT_PATTERN = r"^[0-9]+(?:\.[0-9]+)?$"
 _UNSIGNED = re.compile(AMOUNT_PATTERN)
 _SIGNED = re.compile(r"^-?[0-9]+(?:\.[0-9]+)?$")
+NO_NUL_PATTERN = r"^[^\u0000]*$"
 
 
 def decimal_str(value: Decimal | None) -> str | None:
@@ -86,8 +89,8 @@ class AmountField(serializers.DecimalField):
 
 
 class CaseInsensitiveChoiceField(serializers.ChoiceField):
-    """Accepts any case of a choice (`Buy`, `buy`, `BUY`), stores the canonical value and shows its
-    label."""
+    """Accepts any case of a choice (`Buy`, `buy`, `BUY`), stores the canonical value and writes that
+    value (`buy`), which is what the schema's enum lists."""
 
     def to_internal_value(self, data: object) -> str:
         if isinstance(data, str):
@@ -97,8 +100,48 @@ class CaseInsensitiveChoiceField(serializers.ChoiceField):
         self.fail("invalid_choice", input=data)
         raise AssertionError("unreachable")
 
-    def to_representation(self, value: str) -> str:
-        return str(self.choices.get(value, value))
+
+# The addresses Django's EmailValidator takes, less its rarities (quoted local parts, IP literals,
+# internationalised domains), which the schema leaves out rather than promise.
+EMAIL_PATTERN = (
+    r"^[-!#$%&'*+/=?^_`{}|~0-9A-Za-z]+(\.[-!#$%&'*+/=?^_`{}|~0-9A-Za-z]+)*"
+    r"@([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$"
+)
+
+
+@extend_schema_field({"type": "string", "format": "email", "pattern": EMAIL_PATTERN})
+class EmailField(serializers.EmailField):
+    """An email address, with the schema saying which ones the API takes."""
+
+
+# --- The error shape, as the schema shows it ------------------------------------------------------
+
+
+class ErrorDetailSerializer(serializers.Serializer):
+    code = serializers.CharField(help_text="Stable, machine-readable: `invalid`, `insufficient_funds`, ...")
+    message = serializers.CharField(help_text="For people.")
+    fields = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField()),
+        help_text="What is wrong with each input field, by field name; empty when no field is to blame.",
+    )
+
+
+class ErrorSerializer(serializers.Serializer):
+    """Every 4xx and 503 answer of the API (`exchange.errors`)."""
+
+    error = ErrorDetailSerializer()
+
+
+ERROR_DESCRIPTIONS = {
+    400: "Invalid input, or a request the rules refuse (`error.code` says which).",
+    401: "Missing, invalid, expired or revoked credentials.",
+    403: "Not allowed for this account.",
+    404: "No such resource.",
+    409: "Conflicts with the resource's current state.",
+    422: "The same Idempotency-Key was sent with another body.",
+    429: "Too many requests; retry later.",
+    503: "A service the API needs (database, order book) is unavailable; retry later.",
+}
 
 
 class UnknownFieldsMixin:
@@ -120,11 +163,79 @@ class StrictSerializer(UnknownFieldsMixin, serializers.Serializer):
     """The base of every serializer that reads a request's body or query string."""
 
 
+class QuerySerializer(StrictSerializer):
+    """Query parameters. An empty one (`?symbol=`) is refused, as the schema says (`minLength: 1`),
+    instead of being read as if it were absent."""
+
+    def to_internal_value(self, data: Any) -> dict:
+        empty = {name: ["This parameter may not be empty."] for name in self.fields if data.get(name) == ""}
+        if empty:
+            raise serializers.ValidationError(empty)
+        return super().to_internal_value(data)
+
+
 class AutoSchema(openapi.AutoSchema):
     """Names schema components after the view that declares the serializer (`RegisterApi.InputSerializer`
     becomes `RegisterInput`), so every view can call its serializers `InputSerializer` and
-    `OutputSerializer` without their components colliding."""
+    `OutputSerializer` without their components colliding.
+
+    Every operation lists the error answers it can give, each with the `Error` shape: 400 where it takes
+    a body or query or header parameters, 401 where it needs credentials, 404 where a path names a
+    resource, 429 where it is throttled, 503 everywhere (the database can be away). Views add what only
+    they answer (403, 409, 422) in `extend_schema(responses=...)` with `ErrorSerializer`. Every field of
+    an answer is always present, so all of them are `required` in responses."""
 
     def get_serializer_name(self, serializer: serializers.Serializer, direction: str) -> str:
         outer, _, inner = type(serializer).__qualname__.rpartition(".")
         return f"{outer.removesuffix('Api')}{inner}" if outer else inner
+
+    def get_operation(self, path, path_regex, path_prefix, method, registry):
+        operation = super().get_operation(path, path_regex, path_prefix, method, registry)
+        if operation is None:
+            return None
+        parameters = operation.get("parameters", [])
+        statuses = {503}
+        if "requestBody" in operation or any(p["in"] in ("query", "header") for p in parameters):
+            statuses.add(400)
+        if any(requirement for requirement in operation.get("security", [])):
+            statuses.add(401)
+        if any(p["in"] == "path" for p in parameters):
+            statuses.add(404)
+        if self.view.get_throttles():
+            statuses.add(429)
+        responses = operation["responses"]
+        for status in sorted(statuses):
+            responses.setdefault(str(status), self._error_response(status))
+        for status, response in responses.items():
+            if int(status) in ERROR_DESCRIPTIONS and not response.get("description"):
+                response["description"] = ERROR_DESCRIPTIONS[int(status)]
+        operation["responses"] = dict(sorted(responses.items()))
+        return operation
+
+    def _error_response(self, status: int) -> dict:
+        response = self._get_response_for_code(ErrorSerializer, str(status))
+        response["description"] = ERROR_DESCRIPTIONS[status]
+        return response
+
+    def _map_serializer_field(self, field, direction, bypass_extensions=False):
+        schema = super()._map_serializer_field(field, direction, bypass_extensions)
+        # DRF refuses a NUL character in any text field; the schema says so where no pattern of the
+        # field's own already rules it out.
+        if (
+            direction == "request"
+            and isinstance(field, serializers.CharField)
+            and isinstance(schema, dict)
+            and "pattern" not in schema
+            and not isinstance(field, (serializers.RegexField, serializers.EmailField))
+            and any(isinstance(v, ProhibitNullCharactersValidator) for v in field.validators)
+        ):
+            schema["pattern"] = NO_NUL_PATTERN
+        return schema
+
+    def _map_basic_serializer(self, serializer, direction):
+        schema = super()._map_basic_serializer(serializer, direction)
+        if direction == "response":
+            schema["required"] = sorted(schema["properties"])
+        elif isinstance(serializer, UnknownFieldsMixin):
+            schema["additionalProperties"] = False  # 400 `unknown_field`
+        return schema

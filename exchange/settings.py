@@ -354,6 +354,10 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "OrderSide": "matching.models.ORDER_SIDES",
         "OrderStatus": "matching.models.ORDER_STATUSES",
+        "OrderType": "matching.models.ORDER_TYPES",
+        "TimeInForce": "matching.models.ORDER_TIMES_IN_FORCE",
+        "SelfTradePrevention": "matching.models.ORDER_SELF_TRADE",
+        "MarketStatus": "matching.models.MARKET_STATUSES",
         "DepositStatus": "accounts.models.DEPOSIT_STATUSES",
         "WithdrawalStatus": "accounts.models.WITHDRAWAL_STATUSES",
     },

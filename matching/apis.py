@@ -5,7 +5,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from exchange.api import AmountField, CaseInsensitiveChoiceField, StrictSerializer
+from exchange.api import AmountField, CaseInsensitiveChoiceField, ErrorSerializer, QuerySerializer, StrictSerializer
 from exchange.errors import NotFound
 from exchange.throttling import AnonRateThrottle, ScopedRateThrottle, UserRateThrottle
 from matching.models import Market, Order
@@ -21,7 +21,7 @@ def _market(symbol: str) -> Market:
     return market
 
 
-class LimitSerializer(StrictSerializer):
+class LimitSerializer(QuerySerializer):
     limit = serializers.IntegerField(min_value=1, max_value=1000, default=100)
 
 
@@ -64,8 +64,14 @@ class MarketDepthApi(APIView):
     class OutputSerializer(serializers.Serializer):
         symbol = serializers.CharField()
         sequence = serializers.IntegerField(allow_null=True, help_text="Engine sequence the book reflects.")
-        bids = serializers.ListField(child=serializers.ListField(child=serializers.CharField()))
-        asks = serializers.ListField(child=serializers.ListField(child=serializers.CharField()))
+        bids = serializers.ListField(
+            child=serializers.ListField(child=AmountField(), min_length=2, max_length=2),
+            help_text="[price, quantity] levels, best first.",
+        )
+        asks = serializers.ListField(
+            child=serializers.ListField(child=AmountField(), min_length=2, max_length=2),
+            help_text="[price, quantity] levels, best first.",
+        )
 
     @extend_schema(parameters=[LimitSerializer], responses={200: OutputSerializer}, auth=[])
     def get(self, request: Request, symbol: str) -> Response:
@@ -131,6 +137,9 @@ class OrderOutputSerializer(serializers.ModelSerializer):
         ]
 
 
+CID_RULE = "cid must be 16 to 32 characters of A-Z, a-z, 0-9, _ and -."
+
+
 class OrdersApi(APIView):
     throttle_classes = [AnonRateThrottle, UserRateThrottle, ScopedRateThrottle]
 
@@ -140,8 +149,10 @@ class OrdersApi(APIView):
 
     class InputSerializer(StrictSerializer):
         cid = serializers.RegexField(
-            r"^[A-Za-z0-9_-]{16,32}$",
-            error_messages={"invalid": "cid must be 16 to 32 characters of A-Z, a-z, 0-9, _ and -."},
+            r"^[A-Za-z0-9_-]+$",
+            min_length=16,
+            max_length=32,
+            error_messages={key: CID_RULE for key in ("invalid", "min_length", "max_length")},
         )
         symbol = serializers.CharField(max_length=32)
         side = CaseInsensitiveChoiceField(choices=Order.Side.choices)
@@ -164,14 +175,16 @@ class OrdersApi(APIView):
         orders = orders_for_user(user=request.user, **query.validated_data)
         return Response(OrderOutputSerializer(orders, many=True).data)
 
-    class CancelAllSerializer(StrictSerializer):
+    class CancelAllSerializer(QuerySerializer):
         symbol = serializers.CharField(max_length=32)
 
     class CancelAllOutputSerializer(serializers.Serializer):
         count = serializers.IntegerField(help_text="Live orders the engine was asked to cancel.")
 
     @extend_schema(
-        parameters=[CancelAllSerializer], responses={202: CancelAllOutputSerializer}, operation_id="orders_cancel_all"
+        parameters=[CancelAllSerializer],
+        responses={202: CancelAllOutputSerializer, 404: ErrorSerializer},
+        operation_id="orders_cancel_all",
     )
     def delete(self, request: Request) -> Response:
         query = self.CancelAllSerializer(data=request.query_params)
@@ -179,7 +192,11 @@ class OrdersApi(APIView):
         count = orders_cancel_all(user=request.user, market=_market(query.validated_data["symbol"]).symbol)
         return Response({"count": count}, status=status.HTTP_202_ACCEPTED)
 
-    @extend_schema(request=InputSerializer, responses={201: OrderOutputSerializer, 200: OrderOutputSerializer})
+    @extend_schema(
+        request=InputSerializer,
+        responses={201: OrderOutputSerializer, 200: OrderOutputSerializer, 403: ErrorSerializer},
+        description="Place an order. The same `cid` again answers 200 with the first order instead of a second one.",
+    )
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -200,7 +217,11 @@ class OrderDetailApi(APIView):
     def get(self, request: Request, order_id: int) -> Response:
         return Response(OrderOutputSerializer(self._order(request, order_id)).data)
 
-    @extend_schema(responses={202: OrderOutputSerializer})
+    @extend_schema(
+        responses={202: OrderOutputSerializer, 409: ErrorSerializer},
+        operation_id="orders_cancel",
+        description="Ask the engine to cancel the order; its status says when it is cancelled.",
+    )
     def delete(self, request: Request, order_id: int) -> Response:
         order = order_cancel(user=request.user, order_id=order_id)
         return Response(OrderOutputSerializer(order).data, status=status.HTTP_202_ACCEPTED)

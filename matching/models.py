@@ -159,6 +159,10 @@ class Order(models.Model):
 # For the API schema's enum names (drf-spectacular's ENUM_NAME_OVERRIDES takes a module attribute).
 ORDER_SIDES = Order.Side
 ORDER_STATUSES = Order.Status
+ORDER_TYPES = Order.Type
+ORDER_TIMES_IN_FORCE = Order.TimeInForce
+ORDER_SELF_TRADE = Order.SelfTrade
+MARKET_STATUSES = Market.Status
 
 
 class OutboxMessage(models.Model):

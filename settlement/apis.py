@@ -20,7 +20,7 @@ class FillsApi(APIView):
         seq = serializers.IntegerField()
         order_id = serializers.IntegerField()
         side = CaseInsensitiveChoiceField(choices=Order.Side.choices)
-        role = serializers.CharField()
+        role = serializers.ChoiceField(choices=["maker", "taker"])
         price = AmountField()
         quantity = AmountField()
         quote_amount = AmountField()

@@ -139,16 +139,8 @@ def exchange(tmp_path_factory) -> Iterator[Exchange]:
     """One running exchange (API, matching worker, settlement consumer, Celery worker and beat as real
     processes) shared by the end-to-end and browser tests; each test uses traders of its own. Its
     admin asks for a second factor, as in production."""
-    running = Exchange(tmp_path_factory.mktemp("exchange"), extra_env={"ADMIN_REQUIRE_2FA": "true"})
-    try:
-        running.setup()
-        running.start()
+    with Exchange.running(tmp_path_factory.mktemp("exchange"), ADMIN_REQUIRE_2FA="true") as running:
         yield running
-    except BaseException:
-        print(running.logs())
-        raise
-    finally:
-        running.teardown()
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -41,7 +41,7 @@ def test_limit_buy_locks_its_notional_and_queues_one_command(buyer, client_for, 
     assert answer.status_code == 201, answer.json()
     order = answer.json()
     assert order["status"] == "pending"
-    assert (order["side"], order["order_type"], order["price"], order["quantity"]) == ("Buy", "Limit", "50000", "0.01")
+    assert (order["side"], order["order_type"], order["price"], order["quantity"]) == ("buy", "limit", "50000", "0.01")
     assert balance(buyer, "USDT", "available") == Decimal("500")
     assert balance(buyer, "USDT", "locked") == Decimal("500")
     outbox = OutboxMessage.objects.get()

@@ -173,6 +173,21 @@ class Exchange:
 
     @classmethod
     @contextlib.contextmanager
+    def running(cls, workdir: Path, **env: str) -> Iterator[Exchange]:
+        """A set-up exchange with every process started; its logs are printed if it fails."""
+        exchange = cls(workdir, extra_env=env)
+        try:
+            exchange.setup()
+            exchange.start()
+            yield exchange
+        except BaseException:
+            print(exchange.logs())
+            raise
+        finally:
+            exchange.teardown()
+
+    @classmethod
+    @contextlib.contextmanager
     def engine_only(cls, workdir: Path, **env: str) -> Iterator[Exchange]:
         """A set-up exchange whose tests run the matching worker alone. With no settlement running,
         nothing could tell the worker that an event went missing, so it does not look."""

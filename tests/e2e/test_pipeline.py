@@ -69,7 +69,7 @@ def test_the_seed_scenario_trades_once_and_settles_every_balance_to_the_last_dec
 
     fills = buyer.call("GET", "trades/?symbol=BTC_USDT").json()
     assert [(f["side"], f["role"], f["price"], f["quantity"], f["fee"], f["fee_asset"]) for f in fills] == [
-        ("Buy", "taker", "50000", "0.01", "0.00002", "BTC")
+        ("buy", "taker", "50000", "0.01", "0.00002", "BTC")
     ]
     public = exchange.http.get(f"{exchange.base}/api/markets/BTC_USDT/trades/").json()
     assert any(t["seq"] == fills[0]["seq"] for t in public)
