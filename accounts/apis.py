@@ -112,7 +112,7 @@ class TokenApi(APIView):
 
     @extend_schema(
         request=InputSerializer,
-        responses={200: TokenPairSerializer},
+        responses={200: TokenPairSerializer, 401: ErrorSerializer},
         auth=[],
         description="Sign in: a new login and its first tokens. The username is matched whatever its case. Too "
         "many failures for one username lock it for a while (429 `login_locked`, with Retry-After).",
@@ -136,7 +136,7 @@ class TokenRefreshApi(APIView):
 
     @extend_schema(
         request=InputSerializer,
-        responses={200: TokenPairSerializer},
+        responses={200: TokenPairSerializer, 401: ErrorSerializer},
         auth=[],
         description="A new pair of tokens for the refresh token, which stops working. A refresh token used twice "
         "ends its whole login (401 `token_reused`); no login outlives its absolute lifetime.",

@@ -94,9 +94,9 @@ def test_a_client_generated_from_the_published_schema_logs_in_places_reads_and_c
 
     anonymous = client.Client(base_url=inventory.base, raise_on_unexpected_status=True)
     tokens = login.sync(
-        client=anonymous, body=models.TokenObtainPairRequest(username=trader.username, password=PASSWORD)
+        client=anonymous, body=models.TokenInputRequest(username=trader.username, password=PASSWORD)
     )
-    assert isinstance(tokens, models.TokenObtainPair), tokens
+    assert isinstance(tokens, models.TokenPair), tokens
     api = client.AuthenticatedClient(base_url=inventory.base, token=tokens.access, raise_on_unexpected_status=True)
 
     order_request = models.OrdersInputRequest(
