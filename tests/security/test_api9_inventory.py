@@ -93,9 +93,7 @@ def test_a_client_generated_from_the_published_schema_logs_in_places_reads_and_c
     cancel = importlib.import_module(f"{CLIENT_PACKAGE}.api.orders.orders_cancel")
 
     anonymous = client.Client(base_url=inventory.base, raise_on_unexpected_status=True)
-    tokens = login.sync(
-        client=anonymous, body=models.TokenInputRequest(username=trader.username, password=PASSWORD)
-    )
+    tokens = login.sync(client=anonymous, body=models.TokenInputRequest(username=trader.username, password=PASSWORD))
     assert isinstance(tokens, models.TokenPair), tokens
     api = client.AuthenticatedClient(base_url=inventory.base, token=tokens.access, raise_on_unexpected_status=True)
 
