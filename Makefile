@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run up down status services test test-faults lint bench bench-admin browser screenshots reset clean
+.PHONY: install run up down status services test test-fast test-faults lint bench bench-admin browser screenshots reset clean
 
 $(STAMP): requirements.txt package-lock.json
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,11 +16,11 @@ $(STAMP): requirements.txt package-lock.json
 
 install: $(STAMP)
 
-## Run the whole exchange in the foreground; Ctrl-C stops all of it.
+## Prepare the services and the database, then run the Procfile with honcho in the foreground; Ctrl-C stops all of it.
 run: install
 	$(PY) -m exchange.stack run
 
-## The same in the background; returns once /readyz answers 200.
+## The same with honcho in the background (pid in .run/honcho.pid); returns once /readyz answers 200.
 up: install
 	$(PY) -m exchange.stack up
 
@@ -51,6 +51,11 @@ screenshots:
 test: install browser services
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
+
+## The unit, API and in-process pipeline tests on PostgreSQL alone: no Redis, no Kafka, no processes.
+test-fast: install
+	DJANGO_SETTINGS_MODULE=tests.settings_fast $(PY) -m pytest tests/engine tests/unit tests/api tests/security tests/console \
+		-m "not e2e and not browser and not faults and not services"
 
 test-faults: install services
 	$(PY) -m pytest -m faults

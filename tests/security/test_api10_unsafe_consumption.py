@@ -14,7 +14,6 @@ from decimal import Decimal
 import pytest
 from kafka import KafkaProducer
 
-from exchange import stack
 from exchange.kafka import schemas
 from matching.engine import canonical, chain_hash, event_from_dict
 from tests.e2e.harness import Exchange, eventually
@@ -84,7 +83,7 @@ def test_a_forged_rechained_trade_on_the_events_topic_moves_nothing_and_stops_th
         "0" * 64,
     )
     forged = dataclasses.replace(unsigned, hash=chain_hash(last, canonical(unsigned)))
-    producer = KafkaProducer(bootstrap_servers=exchange.env.get("KAFKA_BOOTSTRAP_SERVERS", stack.DEFAULT_KAFKA))
+    producer = KafkaProducer(bootstrap_servers=exchange.kafka_servers)
     try:
         producer.send(exchange.topic("engine-events"), key=MARKET.encode(), value=schemas.encode_event(forged)).get(
             timeout=10

@@ -304,6 +304,7 @@ def forget_everything_in_redis() -> None:
         client.delete(key)
 
 
+@pytest.mark.services
 def test_a_logged_out_access_token_stays_refused_after_redis_forgets_everything() -> None:
     user = UserFactory()
     tokens = tokens_of(user.username)

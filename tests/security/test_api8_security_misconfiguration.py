@@ -164,6 +164,7 @@ def test_the_seed_commands_refuse_in_production(tmp_path, command) -> None:
     assert not (tmp_path / "staff.txt").exists()
 
 
+@pytest.mark.services
 def test_the_stack_log_names_the_password_file_but_holds_no_password(tmp_path) -> None:
     """What the supervisor writes to .run/stack.log while it prepares a development exchange."""
     exchange = Exchange(tmp_path)
@@ -219,6 +220,7 @@ def raw_redis():
         client.delete(*written)
 
 
+@pytest.mark.services
 def test_a_pickle_planted_in_the_cache_is_never_unpickled(tmp_path, raw_redis) -> None:
     client, written = raw_redis
     marker = tmp_path / "unpickled"
@@ -234,6 +236,7 @@ def test_a_pickle_planted_in_the_cache_is_never_unpickled(tmp_path, raw_redis) -
     assert not marker.exists()
 
 
+@pytest.mark.services
 def test_the_cache_stores_json_and_reads_it_back(raw_redis) -> None:
     client, written = raw_redis
     value = {"sequence": 7, "bids": [["100.5", "0.25"]], "asks": []}
@@ -267,6 +270,7 @@ def test_celery_accepts_json_messages_only() -> None:
 # --- /readyz says up or down, nothing more -----------------------------------------------------------
 
 
+@pytest.mark.services
 @pytest.mark.django_db
 def test_readyz_answers_up_or_down_without_error_text_or_addresses(client, settings) -> None:
     settings.CACHES = {
@@ -291,6 +295,7 @@ def test_readyz_answers_up_or_down_without_error_text_or_addresses(client, setti
         assert leak not in body
 
 
+@pytest.mark.services
 @pytest.mark.django_db
 def test_readyz_is_200_when_everything_answers(client) -> None:
     answer = client.get("/readyz")

@@ -15,7 +15,7 @@ from matching.models import EngineSnapshot
 from matching.services import SNAPSHOTS_KEPT, engine_rewind, engine_snapshot_rewound, engine_snapshot_save
 from settlement.models import ConsumerOffset, EngineEvent, SettlementCursor
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.services]
 
 WORKER = "orders:0,1"
 

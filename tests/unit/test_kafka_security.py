@@ -113,6 +113,7 @@ def test_the_consumer_and_the_producer_hand_them_to_kafka_python(secured, settin
     assert {name: producer.config[name] for name in SECURITY} == SECURITY
 
 
+@pytest.mark.services
 def test_the_admin_client_uses_them_and_so_cannot_talk_to_a_broker_without_sasl(settings):
     client.admin().close()  # the local broker answers a plaintext client
     settings.KAFKA = {

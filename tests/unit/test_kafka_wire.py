@@ -125,6 +125,7 @@ def test_an_event_this_version_cannot_read_is_a_schema_error(raw):
         schemas.decode_event(raw)
 
 
+@pytest.mark.services
 def test_every_message_type_crosses_the_real_broker_intact():
     topic = f"wire-{uuid.uuid4().hex[:8]}"
     admin = client.admin()

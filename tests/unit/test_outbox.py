@@ -11,7 +11,7 @@ from matching.models import Order, OutboxMessage
 from matching.services import orders_resend_stale, outbox_publish, outbox_relay
 from tests.unit.conftest import place
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.services]
 
 
 @pytest.fixture

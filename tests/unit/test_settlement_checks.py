@@ -346,6 +346,7 @@ def test_a_fee_change_does_not_reach_orders_already_placed(pipeline, alice, bob)
 # --- rejections outside any chain -----------------------------------------------------------------
 
 
+@pytest.mark.services
 def test_an_unsequenced_rejection_changes_nothing_and_the_order_is_sent_again(eth_usdt, bob, unchanged, settings):
     """The engine rejects an order for a market it does not know (yet) outside any chain. Nothing can
     vouch for such an event, so settlement applies none; the order stays pending with its funds, and
