@@ -39,8 +39,8 @@ def report(to: str, **changes: object) -> dict:
     [
         ({"header": ""}, "missing_signature"),
         ({"secret": "not-the-custody-secret"}, "bad_signature"),
-        ({"skew": -301}, "stale_signature"),
-        ({"skew": 301}, "stale_signature"),
+        ({"skew": -400}, "stale_signature"),
+        ({"skew": 400}, "stale_signature"),
         ({"header": "v1=abc"}, "bad_signature"),
         ({"header": "t=abc,v1=abc"}, "bad_signature"),
         ({"header": f"t={int(time.time())},v1=" + "0" * 64}, "bad_signature"),
