@@ -35,8 +35,8 @@ from accounts.models import (
     UserRestriction,
     Withdrawal,
 )
-from exchange.api import decimal_str
-from exchange.errors import Conflict, Forbidden, InsufficientFunds, InvalidRequest, NotFound, Unauthorized
+from core.api import decimal_str
+from core.errors import Conflict, Forbidden, InsufficientFunds, InvalidRequest, NotFound, Unauthorized
 
 log = structlog.get_logger(__name__)
 

@@ -12,7 +12,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.models import User
 from accounts.services import audit_record
-from exchange.errors import Conflict, InvalidRequest
+from core.errors import Conflict, InvalidRequest
 
 DEVICE_NAME = "authenticator app"
 

@@ -684,7 +684,7 @@ def cmd_reset(config: Config) -> int:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     say(f"dropped database {name}")
     prefix = os.environ.get("KAFKA_TOPIC_PREFIX", "")
-    from exchange.kafka.security import connection_options
+    from core.kafka.security import connection_options
 
     kafka = KafkaAdminClient(bootstrap_servers=config.kafka, **connection_options(os.environ, production=False))
     try:

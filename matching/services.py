@@ -1,6 +1,7 @@
 """Writes to markets and orders. Each public function is one transaction; Kafka hears about it only
 after commit, through the outbox."""
 
+import atexit
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -12,11 +13,12 @@ from django.utils import timezone
 
 from accounts.models import AMOUNT_LIMIT, Asset, LedgerEntry, User
 from accounts.services import audit_record, funds_lock, operator_check
-from exchange.errors import Conflict, Forbidden, InvalidRequest, NotFound
-from exchange.kafka import client, schemas, topics
+from core.errors import Conflict, Forbidden, InvalidRequest, NotFound
+from core.kafka import client, topics
+from matching import schemas
 from matching.engine import AddMarket, CancelAll, CancelOrder, Command, Engine, HaltMarket, NewOrder, ResumeMarket
 from matching.models import EngineSnapshot, Market, Order, OutboxMessage
-from matching.publisher import publisher
+from matching.publisher import EXIT_WAIT_SECONDS, OutboxPublisher
 
 log = structlog.get_logger(__name__)
 
@@ -66,6 +68,10 @@ def outbox_publish(*, ids: list[int]) -> int:
             published_at=timezone.now(), attempts=message.attempts + 1
         )
     return sent
+
+
+publisher = OutboxPublisher(lambda ids: outbox_publish(ids=ids))
+atexit.register(publisher.drain, EXIT_WAIT_SECONDS)
 
 
 def outbox_relay(*, older_than: float = 1.0, limit: int = 1000) -> int:

@@ -2,14 +2,15 @@
 
 from datetime import timedelta
 
+from django.core.cache import cache
 from django.db.models import Count, F, Q, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from accounts.models import User
-from matching.models import Market
+from accounts.models import WITHDRAWAL_AWAITING_APPROVAL, Deposit, User, Withdrawal
+from matching.models import Market, Order, OutboxMessage
 from matching.selectors import ENGINE_STATE_KEY
-from settlement.models import Trade
+from settlement.models import Alert, ReconciliationRun, SettlementCursor, Trade
 
 
 def trades_public(*, market: Market, limit: int = 100) -> list[Trade]:
@@ -51,12 +52,6 @@ def operations_overview() -> dict:
     Read from PostgreSQL and from the state the matching worker publishes, so every API process (the
     admin dashboard, `/metrics`) shows the same figures.
     """
-    from django.core.cache import cache
-
-    from accounts.models import WITHDRAWAL_AWAITING_APPROVAL, Deposit, Withdrawal
-    from matching.models import Order, OutboxMessage
-    from settlement.models import Alert, ReconciliationRun, SettlementCursor
-
     engine = cache.get(ENGINE_STATE_KEY) or {}
     emitted = engine.get("sequences", {})
     markets = []

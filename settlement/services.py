@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from accounts.models import Account, LedgerEntry, User
 from accounts.services import account_get, accounts_lock, audit_record, funds_release, ledger_post, operator_check
-from exchange.kafka import schemas
+from matching import schemas
 from matching.engine import Event, canonical, chain_hash, event_from_dict
 from matching.models import Market, Order
 from settlement.checks import event_refusal, order_ids, rejection_effective

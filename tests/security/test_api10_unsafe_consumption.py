@@ -15,7 +15,7 @@ import pytest
 from kafka import KafkaProducer
 
 from exchange import stack
-from exchange.kafka import schemas
+from matching import schemas
 from matching.engine import canonical, chain_hash, event_from_dict
 from tests.e2e.harness import Exchange, eventually
 

@@ -7,8 +7,8 @@ from collections.abc import Callable
 import pytest
 
 from accounts.models import AuditLog
-from exchange.errors import Conflict, InvalidRequest, NotFound
-from exchange.kafka import client, topics
+from core.errors import Conflict, InvalidRequest, NotFound
+from core.kafka import client, topics
 from matching.engine import AddMarket, Engine, NewOrder
 from matching.management.commands.run_matching_engine import Worker
 from matching.models import EngineSnapshot

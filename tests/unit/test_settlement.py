@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from accounts.models import Account, LedgerLine
-from exchange.kafka import schemas
+from matching import schemas
 from matching.engine import CancelOrder
 from matching.models import Order, OutboxMessage
 from matching.services import order_cancel

@@ -16,10 +16,11 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.db import close_old_connections
 from kafka import TopicPartition
 
-from exchange.api import decimal_str
-from exchange.errors import ExchangeError
-from exchange.kafka import client, schemas, topics
-from exchange.worker import LoopWorker
+from core.api import decimal_str
+from core.errors import ExchangeError
+from core.kafka import client, topics
+from core.worker import LoopWorker
+from matching import schemas
 from matching.engine import Engine
 from matching.models import EngineSnapshot, Market
 from matching.selectors import ENGINE_STATE_KEY, depth_cache_key

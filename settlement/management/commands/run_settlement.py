@@ -11,8 +11,8 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.db import close_old_connections
 from kafka import TopicPartition
 
-from exchange.kafka import client, topics
-from exchange.worker import LoopWorker
+from core.kafka import client, topics
+from core.worker import LoopWorker
 from settlement.services import ReceivedMessage, consumer_offsets, events_ingest
 from settlement.tasks import settle_market
 
