@@ -13,7 +13,8 @@ from kafka import TopicPartition
 
 from core.kafka import client, topics
 from core.worker import LoopWorker
-from settlement.services import ReceivedMessage, consumer_offsets, events_ingest
+from settlement.selectors import consumer_offsets
+from settlement.services import ReceivedMessage, events_ingest
 from settlement.tasks import settle_market
 
 log = structlog.get_logger(__name__)
