@@ -50,13 +50,16 @@ screenshots:
 ## The whole test suite against real PostgreSQL, Redis and Kafka.
 test: install browser services
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest
 
 test-faults: install services
 	$(PY) -m pytest -m faults
 
+## ruff, and the import contracts of .importlinter (which way the apps depend).
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 bench: install
 	$(PY) benchmarks/engine.py
