@@ -50,6 +50,7 @@ screenshots:
 ## The whole test suite against real PostgreSQL, Redis and Kafka.
 test: install browser services
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest
 
 ## The unit, API and in-process pipeline tests on PostgreSQL alone: no Redis, no Kafka, no processes.
@@ -60,8 +61,10 @@ test-fast: install
 test-faults: install services
 	$(PY) -m pytest -m faults
 
+## ruff, and the import contracts of .importlinter (which way the apps depend).
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 bench: install
 	$(PY) benchmarks/engine.py

@@ -17,6 +17,7 @@ from django.urls import path
 from django.utils.decorators import method_decorator
 from django.views.decorators.debug import sensitive_post_parameters
 
+from accounts.exports import CsvExportMixin
 from accounts.models import (
     Account,
     Asset,
@@ -44,11 +45,10 @@ from accounts.services import (
     withdrawal_approve,
     withdrawal_reject,
 )
-from exchange.admin_tools import (
+from core.admin_tools import (
     AmountFormField,
     AmountsMixin,
     ChangeHistoryMixin,
-    CsvExportMixin,
     ReadOnlyAdmin,
     ReadOnlyInline,
     ReasonForm,

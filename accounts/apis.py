@@ -39,9 +39,9 @@ from accounts.services import (
     withdrawal_report,
     withdrawal_request,
 )
-from exchange.api import AmountField, EmailField, ErrorSerializer, QuerySerializer, StrictSerializer
-from exchange.errors import InvalidRequest, Unauthorized
-from exchange.throttling import ScopedRateThrottle
+from core.api import AmountField, EmailField, ErrorSerializer, QuerySerializer, StrictSerializer
+from core.errors import InvalidRequest, Unauthorized
+from core.throttling import ScopedRateThrottle
 
 
 class RegisterApi(APIView):

@@ -17,7 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from accounts.models import IdempotencyKey
-from exchange.errors import InvalidRequest, Unprocessable
+from core.errors import InvalidRequest, Unprocessable
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"

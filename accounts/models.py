@@ -19,8 +19,8 @@ from django.db import models
 from django.db.models import F, Q, Value
 from django.db.models.functions import Lower
 
-AMOUNT_DIGITS = 38
-AMOUNT_PLACES = 18
+from core.amounts import AMOUNT_DIGITS, AMOUNT_PLACES
+
 # Every amount a column holds is below this: NUMERIC(38, 18) leaves 20 digits before the point.
 AMOUNT_LIMIT = Decimal(10) ** (AMOUNT_DIGITS - AMOUNT_PLACES)
 # Digits of decimal arithmetic in every thread of every process (set by AccountsConfig.ready): the

@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import structlog
 from django.conf import settings
+from django.contrib.auth.models import Group
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, connection, transaction
@@ -35,8 +36,8 @@ from accounts.models import (
     UserRestriction,
     Withdrawal,
 )
-from exchange.api import decimal_str
-from exchange.errors import Conflict, Forbidden, InsufficientFunds, InvalidRequest, NotFound, Unauthorized
+from core.api import decimal_str
+from core.errors import Conflict, Forbidden, InsufficientFunds, InvalidRequest, NotFound, Unauthorized
 
 log = structlog.get_logger(__name__)
 
@@ -208,6 +209,45 @@ def user_unrestrict(*, user: User, kind: str, reason: str, acting_user: User) ->
     User.objects.filter(pk=user.pk).update(**{f"{kind}_restricted": False})
     audit_record(actor=acting_user, action=f"unrestrict_{kind}", target=f"user:{user.pk}", reason=reason)
     return restriction
+
+
+@transaction.atomic
+def staff_account_seed(*, username: str, role: str, password: str) -> bool:
+    """Make `username` a staff user in exactly the group `role`, not a superuser, with `password`.
+
+    Development only (the seed_staff command refuses in production). Returns whether anything
+    changed; a change is audited with no actor, as the system's own doing.
+    """
+    group = Group.objects.filter(name=role).first()
+    if group is None:
+        raise InvalidRequest("unknown_role", f"There is no group {role!r}: run `manage.py migrate` first.")
+    user = User.objects.select_for_update().filter(username=username).first()
+    created = user is None
+    if created:
+        user = User(username=username, email=f"{username}@localhost")
+    changes = []
+    if not user.is_staff or user.is_superuser or not user.is_active:
+        user.is_staff, user.is_superuser, user.is_active = True, False, True
+        changes.append("flags")
+    if created or not user.check_password(password):
+        user.set_password(password)
+        changes.append("password")
+    if changes:
+        user.save()
+    if list(user.groups.values_list("pk", flat=True)) != [group.pk]:
+        user.groups.set([group])
+        changes.append("groups")
+    if changes:
+        audit_record(
+            actor=None,
+            action="staff_seed",
+            target=f"user:{user.pk}",
+            username=username,
+            role=role,
+            created=created,
+            changed=changes,
+        )
+    return bool(changes)
 
 
 # --- Amounts --------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from accounts.services import audit_record
 from console.forms import SecondFactorResetForm
 from console.lockout import locked
 from console.services import login_unlock, two_factor_reset
-from exchange.admin_tools import ReadOnlyAdmin, run_service_action
+from core.admin_tools import ReadOnlyAdmin, run_service_action
 
 admin.site.unregister(User)
 admin.site.unregister(Group)

@@ -19,7 +19,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 
-from exchange.addresses import client_ip
+from core.addresses import client_ip
 
 __all__ = [
     "SignInHandler",

@@ -9,7 +9,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.models import User
 from accounts.selectors import adjustments_awaiting, deposits_awaiting, liabilities, withdrawals_awaiting
-from exchange.api import decimal_str
+from core.api import decimal_str
 from matching.models import Market
 from settlement.selectors import market_days
 

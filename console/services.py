@@ -6,13 +6,12 @@ Each public function is one transaction and writes its audit row inside it.
 from collections.abc import Iterable
 
 from axes.models import AccessAttempt
-from django.contrib.auth.models import Group
 from django.db import transaction
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.models import User
 from accounts.services import audit_record
-from exchange.errors import Conflict, InvalidRequest
+from core.errors import Conflict, InvalidRequest
 
 DEVICE_NAME = "authenticator app"
 
@@ -103,42 +102,3 @@ def login_unlock(*, attempt_ids: Iterable[int], acting_user: User) -> int:
         )
     AccessAttempt.objects.filter(pk__in=[a["pk"] for a in attempts]).delete()
     return len(attempts)
-
-
-@transaction.atomic
-def staff_account_seed(*, username: str, role: str, password: str) -> bool:
-    """Make `username` a staff user in exactly the group `role`, not a superuser, with `password`.
-
-    Development only (the seed_staff command refuses in production). Returns whether anything
-    changed; a change is audited with no actor, as the system's own doing.
-    """
-    group = Group.objects.filter(name=role).first()
-    if group is None:
-        raise InvalidRequest("unknown_role", f"There is no group {role!r}: run `manage.py migrate` first.")
-    user = User.objects.select_for_update().filter(username=username).first()
-    created = user is None
-    if created:
-        user = User(username=username, email=f"{username}@localhost")
-    changes = []
-    if not user.is_staff or user.is_superuser or not user.is_active:
-        user.is_staff, user.is_superuser, user.is_active = True, False, True
-        changes.append("flags")
-    if created or not user.check_password(password):
-        user.set_password(password)
-        changes.append("password")
-    if changes:
-        user.save()
-    if list(user.groups.values_list("pk", flat=True)) != [group.pk]:
-        user.groups.set([group])
-        changes.append("groups")
-    if changes:
-        audit_record(
-            actor=None,
-            action="staff_seed",
-            target=f"user:{user.pk}",
-            username=username,
-            role=role,
-            created=created,
-            changed=changes,
-        )
-    return bool(changes)

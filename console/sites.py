@@ -24,7 +24,7 @@ from django_otp import login as otp_login
 from console.forms import AdminLoginForm, TwoFactorEnrolForm
 from console.selectors import operator_dashboard, second_factor_satisfied, totp_devices_confirmed
 from console.services import two_factor_device_pending, two_factor_enrol
-from exchange.errors import ExchangeError
+from core.errors import ExchangeError
 from settlement.selectors import operations_overview
 
 

@@ -15,7 +15,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from exchange.errors import error_body
+from core.errors import error_body
+from settlement.selectors import operations_overview
 
 log = structlog.get_logger(__name__)
 
@@ -82,8 +83,6 @@ class ExchangeCollector(Collector):
     """Business gauges, read at scrape time from the operations overview."""
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        from settlement.selectors import operations_overview
-
         overview = operations_overview()
         per_market = {
             "settled": ("exchange_settled_sequence", "Last engine sequence settled"),

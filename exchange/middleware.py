@@ -5,7 +5,7 @@ from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from pghistory.middleware import HistoryMiddleware
 
-from exchange.errors import error_body
+from core.errors import error_body
 
 log = structlog.get_logger(__name__)
 

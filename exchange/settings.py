@@ -15,7 +15,7 @@ import environ
 import structlog
 from django.core.exceptions import ImproperlyConfigured
 
-from exchange.kafka.security import connection_options
+from core.kafka.security import connection_options
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 RUN_DIR = Path(environ.Env().str("EXCHANGE_RUN_DIR", default=str(BASE_DIR / ".run")))
@@ -185,7 +185,7 @@ CACHE_KEY_PREFIX = env.str("CACHE_KEY_PREFIX", default="exchange")
 CACHES = {
     "default": {
         # Django's RedisCache with JSON instead of pickle: nothing read back from Redis is unpickled.
-        "BACKEND": "exchange.cache.JSONRedisCache",
+        "BACKEND": "core.cache.JSONRedisCache",
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": CACHE_KEY_PREFIX,
         "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
@@ -236,11 +236,11 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
-# Every Kafka setting lives here; exchange/kafka/client.py is the only reader.
+# Every Kafka setting lives here; core/kafka/client.py is the only reader.
 KAFKA = {
     "BOOTSTRAP_SERVERS": env.list("KAFKA_BOOTSTRAP_SERVERS", default=local_default(["127.0.0.1:9092"])),
     # SASL and TLS for every producer, consumer and admin client (KAFKA_SECURITY_PROTOCOL and the
-    # rest; SASL_SSL only in production unless KAFKA_ALLOW_INSECURE): see exchange/kafka/security.py.
+    # rest; SASL_SSL only in production unless KAFKA_ALLOW_INSECURE): see core/kafka/security.py.
     "SECURITY": connection_options(os.environ, production=PRODUCTION),
     "TOPIC_PREFIX": env.str("KAFKA_TOPIC_PREFIX", default=""),
     "PARTITIONS": {
@@ -314,12 +314,12 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.tokens.LoginAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["exchange.parsers.JSONParser"],
-    "DEFAULT_SCHEMA_CLASS": "exchange.api.AutoSchema",
-    "EXCEPTION_HANDLER": "exchange.errors.exception_handler",
+    "DEFAULT_PARSER_CLASSES": ["core.parsers.JSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "core.api.AutoSchema",
+    "EXCEPTION_HANDLER": "core.errors.exception_handler",
     "DEFAULT_THROTTLE_CLASSES": [
-        "exchange.throttling.AnonRateThrottle",
-        "exchange.throttling.UserRateThrottle",
+        "core.throttling.AnonRateThrottle",
+        "core.throttling.UserRateThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
         "anon": env.str("THROTTLE_ANON", default="120/minute"),
@@ -450,8 +450,8 @@ if "ADMIN_TRUSTED_PROXIES" in os.environ:
 TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
 if TRUSTED_PROXY_COUNT < 0:
     raise ImproperlyConfigured("TRUSTED_PROXY_COUNT must not be negative")
-AXES_CLIENT_IP_CALLABLE = "exchange.addresses.client_ip"
-# DRF's own reading of X-Forwarded-For agrees (the throttles use exchange.addresses directly).
+AXES_CLIENT_IP_CALLABLE = "core.addresses.client_ip"
+# DRF's own reading of X-Forwarded-For agrees (the throttles use core.addresses directly).
 REST_FRAMEWORK["NUM_PROXIES"] = TRUSTED_PROXY_COUNT
 
 # --- Logging --------------------------------------------------------------------------------------

@@ -16,8 +16,8 @@ from accounts.apis import (
     WithdrawalsApi,
 )
 from exchange import health
-from matching.apis import MarketDepthApi, MarketsApi, MarketTradesApi, OrderDetailApi, OrdersApi
-from settlement.apis import FillsApi
+from matching.apis import MarketDepthApi, MarketsApi, OrderDetailApi, OrdersApi
+from settlement.apis import FillsApi, MarketTradesApi
 
 api = [
     path("auth/register/", RegisterApi.as_view(), name="register"),
@@ -49,6 +49,6 @@ urlpatterns = [
     path("metrics", health.metrics, name="metrics"),
 ]
 
-handler400 = "exchange.errors.json_bad_request"
-handler404 = "exchange.errors.json_not_found"
-handler500 = "exchange.errors.json_server_error"
+handler400 = "core.errors.json_bad_request"
+handler404 = "core.errors.json_not_found"
+handler500 = "core.errors.json_server_error"

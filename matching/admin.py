@@ -12,7 +12,7 @@ from django.utils.text import smart_split, unescape_string_literal
 
 from accounts.models import User
 from accounts.services import audit_record
-from exchange.admin_tools import (
+from core.admin_tools import (
     AmountsMixin,
     ChangeHistoryMixin,
     LargeTablePaginator,

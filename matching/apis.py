@@ -5,24 +5,19 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from exchange.api import AmountField, CaseInsensitiveChoiceField, ErrorSerializer, QuerySerializer, StrictSerializer
-from exchange.errors import NotFound
-from exchange.throttling import AnonRateThrottle, ScopedRateThrottle, UserRateThrottle
+from core.api import (
+    AmountField,
+    CaseInsensitiveChoiceField,
+    ErrorSerializer,
+    LimitSerializer,
+    QuerySerializer,
+    StrictSerializer,
+)
+from core.errors import NotFound
+from core.throttling import AnonRateThrottle, ScopedRateThrottle, UserRateThrottle
 from matching.models import Market, Order
-from matching.selectors import market_depth, orders_for_user
+from matching.selectors import market_depth, market_get, orders_for_user
 from matching.services import order_cancel, order_place, orders_cancel_all
-from settlement.selectors import trades_public
-
-
-def _market(symbol: str) -> Market:
-    market = Market.objects.filter(pk=symbol).first()
-    if market is None:
-        raise NotFound("unknown_symbol", f"No market {symbol!r}.")
-    return market
-
-
-class LimitSerializer(QuerySerializer):
-    limit = serializers.IntegerField(min_value=1, max_value=1000, default=100)
 
 
 class MarketsApi(APIView):
@@ -77,26 +72,7 @@ class MarketDepthApi(APIView):
     def get(self, request: Request, symbol: str) -> Response:
         query = LimitSerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        return Response(market_depth(market=_market(symbol), limit=query.validated_data["limit"]))
-
-
-class MarketTradesApi(APIView):
-    permission_classes = [AllowAny]
-    authentication_classes = []
-
-    class OutputSerializer(serializers.Serializer):
-        seq = serializers.IntegerField()
-        price = AmountField()
-        quantity = AmountField()
-        taker_side = CaseInsensitiveChoiceField(choices=Order.Side.choices)
-        executed_at = serializers.DateTimeField()
-
-    @extend_schema(parameters=[LimitSerializer], responses={200: OutputSerializer(many=True)}, auth=[])
-    def get(self, request: Request, symbol: str) -> Response:
-        query = LimitSerializer(data=request.query_params)
-        query.is_valid(raise_exception=True)
-        trades = trades_public(market=_market(symbol), limit=query.validated_data["limit"])
-        return Response(self.OutputSerializer(trades, many=True).data)
+        return Response(market_depth(market=market_get(symbol=symbol), limit=query.validated_data["limit"]))
 
 
 class OrderOutputSerializer(serializers.ModelSerializer):
@@ -189,7 +165,7 @@ class OrdersApi(APIView):
     def delete(self, request: Request) -> Response:
         query = self.CancelAllSerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        count = orders_cancel_all(user=request.user, market=_market(query.validated_data["symbol"]).symbol)
+        count = orders_cancel_all(user=request.user, market=market_get(symbol=query.validated_data["symbol"]).symbol)
         return Response({"count": count}, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(

@@ -4,10 +4,10 @@ A request that saved an order returns without waiting for the broker: if Kafka i
 the order is still saved and answered at once, and the relay (a beat task) publishes it later.
 """
 
-import atexit
 import os
 import queue
 import threading
+from collections.abc import Callable
 
 import structlog
 from django.db import close_old_connections, connection
@@ -16,11 +16,15 @@ log = structlog.get_logger(__name__)
 
 # How long a process that is exiting waits for what it queued to reach the broker; anything left
 # is the relay's.
-_EXIT_WAIT_SECONDS = 5.0
+EXIT_WAIT_SECONDS = 5.0
 
 
 class OutboxPublisher:
-    def __init__(self) -> None:
+    """Runs `publish` (given the outbox ids) on its own thread. The service that owns the outbox
+    passes it in, so this module needs nothing from the services that use it."""
+
+    def __init__(self, publish: Callable[[list[int]], object]) -> None:
+        self._publish = publish
         self._queue: queue.Queue[list[int]] = queue.Queue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -37,8 +41,6 @@ class OutboxPublisher:
         self._queue.put(ids)
 
     def _run(self) -> None:
-        from matching.services import outbox_publish
-
         while True:
             batch = [self._queue.get()]
             while True:  # everything already waiting goes in one pass
@@ -48,7 +50,7 @@ class OutboxPublisher:
                     break
             try:
                 close_old_connections()
-                outbox_publish(ids=[outbox_id for ids in batch for outbox_id in ids])
+                self._publish([outbox_id for ids in batch for outbox_id in ids])
             except Exception as exc:  # noqa: BLE001 - the relay publishes whatever this missed
                 log.warning("outbox_publisher_failed", error=repr(exc))
             finally:
@@ -63,7 +65,3 @@ class OutboxPublisher:
         done = threading.Event()
         threading.Thread(target=lambda: (self._queue.join(), done.set()), daemon=True).start()
         done.wait(timeout)
-
-
-publisher = OutboxPublisher()
-atexit.register(publisher.drain, _EXIT_WAIT_SECONDS)

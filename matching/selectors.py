@@ -4,12 +4,19 @@ from django.core.cache import cache
 from redis.exceptions import RedisError
 
 from accounts.models import User
-from exchange.errors import Unavailable
+from core.errors import NotFound, Unavailable
 from matching.models import Market, Order
 
 # What the matching worker publishes to the cache after each batch: per market its last sequence
 # number, and how many commands it has applied.
 ENGINE_STATE_KEY = "engine:state"
+
+
+def market_get(*, symbol: str) -> Market:
+    market = Market.objects.filter(pk=symbol).first()
+    if market is None:
+        raise NotFound("unknown_symbol", f"No market {symbol!r}.")
+    return market
 
 
 def depth_cache_key(symbol: str) -> str:

@@ -1,6 +1,7 @@
 """Writes to markets and orders. Each public function is one transaction; Kafka hears about it only
 after commit, through the outbox."""
 
+import atexit
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -11,12 +12,13 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from accounts.models import AMOUNT_LIMIT, Asset, LedgerEntry, User
-from accounts.services import audit_record, funds_lock, operator_check
-from exchange.errors import Conflict, Forbidden, InvalidRequest, NotFound
-from exchange.kafka import client, schemas, topics
+from accounts.services import audit_record, funds_lock, funds_release, operator_check
+from core.errors import Conflict, Forbidden, InvalidRequest, NotFound
+from core.kafka import client, topics
+from matching import schemas
 from matching.engine import AddMarket, CancelAll, CancelOrder, Command, Engine, HaltMarket, NewOrder, ResumeMarket
 from matching.models import EngineSnapshot, Market, Order, OutboxMessage
-from matching.publisher import publisher
+from matching.publisher import EXIT_WAIT_SECONDS, OutboxPublisher
 
 log = structlog.get_logger(__name__)
 
@@ -66,6 +68,10 @@ def outbox_publish(*, ids: list[int]) -> int:
             published_at=timezone.now(), attempts=message.attempts + 1
         )
     return sent
+
+
+publisher = OutboxPublisher(lambda ids: outbox_publish(ids=ids))
+atexit.register(publisher.drain, EXIT_WAIT_SECONDS)
 
 
 def outbox_relay(*, older_than: float = 1.0, limit: int = 1000) -> int:
@@ -439,6 +445,48 @@ def orders_cancel_all(
             actor=acting_user, action="orders_cancel_all", target=target, market=market, count=count, reason=reason
         )
     return count
+
+
+# --- Orders as the engine's output changes them ----------------------------------------------------
+#
+# Settlement applies the engine's events and calls these for the orders they name: matching alone
+# writes orders. Each takes an order the caller has locked (`select_for_update`) in its own
+# transaction and writes that one row; none reads anything again.
+
+
+def order_open(*, order: Order) -> None:
+    """The engine accepted the order and it rests on the book."""
+    order.status = Order.Status.OPEN
+    order.save(update_fields=["status", "updated_at"])
+
+
+def order_fill_apply(*, order: Order, quantity: Decimal, quote: Decimal, fee: Decimal, lock_used: Decimal) -> None:
+    """A trade filled `quantity` (worth `quote`) of the order, charged `fee` and spent `lock_used`
+    of what it locked; the ledger lines that move the money are the caller's."""
+    order.filled += quantity
+    order.filled_quote += quote
+    order.fee += fee
+    order.locked -= lock_used
+    if order.status in (Order.Status.PENDING, Order.Status.OPEN):
+        order.status = Order.Status.PARTIALLY_FILLED
+    order.save(update_fields=["filled", "filled_quote", "fee", "locked", "status", "updated_at"])
+
+
+def order_release(*, order: Order, status: str, reason: str = "") -> None:
+    """The order is finished (`status`: filled, cancelled or rejected): what it still locks goes back
+    to its owner's available balance."""
+    if order.locked > 0:
+        funds_release(
+            user=order.user,
+            asset=order.lock_asset_id,
+            amount=order.locked,
+            kind=LedgerEntry.Kind.ORDER_RELEASE,
+            reference=f"order:{order.pk}",
+        )
+    order.locked = Decimal(0)
+    order.status = status
+    order.reason = reason
+    order.save(update_fields=["locked", "status", "reason", "updated_at"])
 
 
 # --- Engine snapshots -----------------------------------------------------------------------------

@@ -2,7 +2,8 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from exchange.admin_tools import CsvExportMixin, ReadOnlyAdmin, run_service_action
+from accounts.exports import CsvExportMixin
+from core.admin_tools import ReadOnlyAdmin, run_service_action
 from settlement.models import Alert, ConsumerOffset, EngineEvent, ReconciliationRun, SettlementCursor, Trade
 from settlement.services import alert_resolve
 

@@ -1,15 +1,17 @@
 """Reads of trades and of how far settlement has come."""
 
+from collections.abc import Iterable
 from datetime import timedelta
 
+from django.core.cache import cache
 from django.db.models import Count, F, Q, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from accounts.models import User
-from matching.models import Market
+from accounts.models import WITHDRAWAL_AWAITING_APPROVAL, Deposit, User, Withdrawal
+from matching.models import Market, Order, OutboxMessage
 from matching.selectors import ENGINE_STATE_KEY
-from settlement.models import Trade
+from settlement.models import Alert, ConsumerOffset, EngineEvent, ReconciliationRun, SettlementCursor, Trade
 
 
 def trades_public(*, market: Market, limit: int = 100) -> list[Trade]:
@@ -51,12 +53,6 @@ def operations_overview() -> dict:
     Read from PostgreSQL and from the state the matching worker publishes, so every API process (the
     admin dashboard, `/metrics`) shows the same figures.
     """
-    from django.core.cache import cache
-
-    from accounts.models import WITHDRAWAL_AWAITING_APPROVAL, Deposit, Withdrawal
-    from matching.models import Order, OutboxMessage
-    from settlement.models import Alert, ReconciliationRun, SettlementCursor
-
     engine = cache.get(ENGINE_STATE_KEY) or {}
     emitted = engine.get("sequences", {})
     markets = []
@@ -101,3 +97,18 @@ def market_days(*, days: int = 30) -> list[dict]:
         .order_by("market_id", "day")
     )
     return list(rows)
+
+
+# --- What the matching worker reads (matching.progress.SettlementProgress) -----------------------
+
+
+def settled_sequences(*, markets: Iterable[str]) -> dict[str, int]:
+    return dict(SettlementCursor.objects.filter(market__in=markets).values_list("market", "seq"))
+
+
+def consumer_offsets(*, topic: str) -> dict[int, int]:
+    return dict(ConsumerOffset.objects.filter(topic=topic).values_list("partition", "offset"))
+
+
+def engine_event_received(*, market: str, seq: int) -> bool:
+    return EngineEvent.objects.filter(market=market, seq=seq).exists()

@@ -21,10 +21,11 @@ from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from accounts.models import Account, LedgerEntry, User
-from accounts.services import account_get, accounts_lock, audit_record, funds_release, ledger_post, operator_check
-from exchange.kafka import schemas
+from accounts.services import account_get, accounts_lock, audit_record, ledger_post, operator_check
+from matching import schemas
 from matching.engine import Event, canonical, chain_hash, event_from_dict
 from matching.models import Market, Order
+from matching.services import order_fill_apply, order_open, order_release
 from settlement.checks import event_refusal, order_ids, rejection_effective
 from settlement.models import Alert, ConsumerOffset, EngineEvent, SettlementCursor, Trade
 
@@ -148,10 +149,6 @@ def _any_of(keys: object) -> Q:
     return condition
 
 
-def consumer_offsets(*, topic: str) -> dict[int, int]:
-    return dict(ConsumerOffset.objects.filter(topic=topic).values_list("partition", "offset"))
-
-
 # --- Applying events ------------------------------------------------------------------------------
 
 
@@ -170,25 +167,8 @@ def _fee(amount: Decimal, rate: Decimal, quantum: Decimal) -> Decimal:
     return (amount * rate).quantize(quantum, rounding=ROUND_DOWN)
 
 
-def _release_rest(order: Order, *, status: str, reason: str = "") -> None:
-    if order.locked > 0:
-        funds_release(
-            user=order.user,
-            asset=order.lock_asset_id,
-            amount=order.locked,
-            kind=LedgerEntry.Kind.ORDER_RELEASE,
-            reference=f"order:{order.pk}",
-        )
-    order.locked = Decimal(0)
-    order.status = status
-    order.reason = reason
-    order.save(update_fields=["locked", "status", "reason", "updated_at"])
-
-
 def _apply_accepted(batch: _Batch, event: Event) -> None:
-    order = batch.orders[event.order_id]
-    order.status = Order.Status.OPEN
-    order.save(update_fields=["status", "updated_at"])
+    order_open(order=batch.orders[event.order_id])
 
 
 def _apply_trade(batch: _Batch, event: Event) -> None:
@@ -238,27 +218,21 @@ def _apply_trade(batch: _Batch, event: Event) -> None:
         seller_fee=seller_fee,
         executed_at=_moment(event.ts),
     )
-    for order, used, fee in ((buy, buy_lock_used, buyer_fee), (sell, quantity, seller_fee)):
-        order.filled += quantity
-        order.filled_quote += quote
-        order.fee += fee
-        order.locked -= used
-        if order.status in (Order.Status.PENDING, Order.Status.OPEN):
-            order.status = Order.Status.PARTIALLY_FILLED
-        order.save(update_fields=["filled", "filled_quote", "fee", "locked", "status", "updated_at"])
+    order_fill_apply(order=buy, quantity=quantity, quote=quote, fee=buyer_fee, lock_used=buy_lock_used)
+    order_fill_apply(order=sell, quantity=quantity, quote=quote, fee=seller_fee, lock_used=quantity)
 
 
 def _apply_done(batch: _Batch, event: Event) -> None:
-    _release_rest(batch.orders[event.order_id], status=Order.Status.FILLED)
+    order_release(order=batch.orders[event.order_id], status=Order.Status.FILLED)
 
 
 def _apply_cancelled(batch: _Batch, event: Event) -> None:
-    _release_rest(batch.orders[event.order_id], status=Order.Status.CANCELLED, reason=event.reason)
+    order_release(order=batch.orders[event.order_id], status=Order.Status.CANCELLED, reason=event.reason)
 
 
 def _apply_rejected(batch: _Batch, event: Event) -> None:
     if rejection_effective(event):
-        _release_rest(batch.orders[event.order_id], status=Order.Status.REJECTED, reason=event.reason)
+        order_release(order=batch.orders[event.order_id], status=Order.Status.REJECTED, reason=event.reason)
 
 
 def _apply_nothing(batch: _Batch, event: Event) -> None:

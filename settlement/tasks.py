@@ -4,6 +4,7 @@ import structlog
 from celery import shared_task
 from django.db import OperationalError
 
+from settlement.reconciliation import reconciliation_run
 from settlement.services import market_settle, markets_with_backlog
 
 log = structlog.get_logger(__name__)
@@ -38,6 +39,4 @@ def settle_backlog() -> list[str]:
 
 @shared_task(ignore_result=True)
 def reconcile() -> bool:
-    from settlement.reconciliation import reconciliation_run
-
     return reconciliation_run().ok

@@ -38,7 +38,7 @@ from tests.factories import MarketFactory, UserFactory
 def _kafka_test_topics() -> Iterator[None]:
     """The run's own topics exist for the whole session and are deleted at its end."""
     yield
-    from exchange.kafka import client, topics
+    from core.kafka import client, topics
 
     # Nothing was created when no test used Kafka.
     with suppress(Exception):

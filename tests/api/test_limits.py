@@ -1,13 +1,13 @@
 import pytest
 from django.core.cache import caches
 
-from exchange.throttling import UserRateThrottle
+from core.throttling import UserRateThrottle
 
 pytestmark = pytest.mark.django_db
 
 DEAD_REDIS = {
     "default": {
-        "BACKEND": "exchange.cache.JSONRedisCache",
+        "BACKEND": "core.cache.JSONRedisCache",
         "LOCATION": "redis://127.0.0.1:1/0",
         "OPTIONS": {"socket_connect_timeout": 0.2, "socket_timeout": 0.2},
     }

@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from accounts.models import Account, Asset, AuditLog, LedgerLine, Withdrawal
 from accounts.services import user_restrict, withdrawal_approve, withdrawal_reject
-from exchange.errors import Conflict, Forbidden, InvalidRequest
+from core.errors import Conflict, Forbidden, InvalidRequest
 from tests.concurrency import at_once
 from tests.fixtures import staff_user
 

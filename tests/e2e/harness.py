@@ -159,7 +159,7 @@ class Exchange:
                 [
                     stack.PYTHON,
                     "-c",
-                    "import django; django.setup(); from exchange.kafka import client, topics; "
+                    "import django; django.setup(); from core.kafka import client, topics; "
                     "client.delete_topics(topics.name(t) for t in topics.ALL)",
                 ],
                 cwd=ROOT,

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 from kafka import KafkaProducer
 
-from exchange.kafka import schemas
+from matching import schemas
 from matching.engine import AddMarket, CancelAll, CancelOrder, Command, Engine, HaltMarket, NewOrder, ResumeMarket
 from tests.e2e.harness import Exchange, eventually
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from exchange.kafka import schemas
+from matching import schemas
 from matching.engine import Engine
 from tests.e2e.harness import Exchange, eventually
 from tests.e2e.test_engine_recovery import MARKETS, random_stream, reference_run, send_commands

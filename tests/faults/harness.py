@@ -159,7 +159,7 @@ class Traffic:
 def uninterrupted_run(exchange: Exchange) -> tuple[set[tuple], dict[str, int]]:
     """The trades, and the last sequence per market, that one engine produces from the same input
     without any interruption."""
-    from exchange.kafka import schemas
+    from matching import schemas
     from matching.engine import Engine, Trade
 
     engine = Engine()

@@ -14,7 +14,7 @@ from decimal import Decimal
 import pytest
 from kafka import KafkaProducer
 
-from exchange.kafka import schemas
+from matching import schemas
 from matching.engine import canonical, chain_hash, event_from_dict
 from tests.e2e.harness import Exchange, eventually
 

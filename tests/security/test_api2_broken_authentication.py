@@ -20,7 +20,7 @@ from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
 from accounts.models import User
 from accounts.tasks import tokens_flush_expired
-from exchange.throttling import AnonRateThrottle, ScopedRateThrottle
+from core.throttling import AnonRateThrottle, ScopedRateThrottle
 from tests.factories import PASSWORD, UserFactory
 
 pytestmark = pytest.mark.django_db

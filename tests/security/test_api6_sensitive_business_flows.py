@@ -14,7 +14,7 @@ from django.conf import settings
 from accounts.custody import signature_header
 from accounts.models import Account, Asset, Withdrawal
 from accounts.services import deposit_address_get, withdrawal_approve
-from exchange.errors import Forbidden
+from core.errors import Forbidden
 from tests.fixtures import staff_user
 
 pytestmark = pytest.mark.django_db

@@ -6,7 +6,7 @@ from decimal import Decimal
 import pytest
 
 from accounts.models import Account
-from exchange.kafka import schemas
+from matching import schemas
 from matching.engine import AddMarket, Engine
 from matching.models import Order, OutboxMessage
 from matching.services import order_place

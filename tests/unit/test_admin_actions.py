@@ -9,7 +9,7 @@ from django.core.exceptions import ValidationError
 
 from accounts.models import AuditLog, BalanceAdjustment, Deposit, User, Withdrawal
 from accounts.services import withdrawal_request
-from exchange.admin_tools import AmountFormField
+from core.admin_tools import AmountFormField
 from tests.unit.conftest import balance, place
 
 # The market (and its assets) exist before any trader is funded.

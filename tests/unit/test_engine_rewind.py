@@ -5,14 +5,17 @@ import time
 from collections.abc import Callable
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 
 from accounts.models import AuditLog
-from exchange.errors import Conflict, InvalidRequest, NotFound
-from exchange.kafka import client, topics
+from core.errors import Conflict, InvalidRequest, NotFound
+from core.kafka import client, topics
+from matching import progress
 from matching.engine import AddMarket, Engine, NewOrder
 from matching.management.commands.run_matching_engine import Worker
 from matching.models import EngineSnapshot
 from matching.services import SNAPSHOTS_KEPT, engine_rewind, engine_snapshot_rewound, engine_snapshot_save
+from settlement import selectors as settlement_selectors
 from settlement.models import ConsumerOffset, EngineEvent, SettlementCursor
 
 pytestmark = [pytest.mark.django_db, pytest.mark.services]
@@ -222,3 +225,13 @@ def test_a_market_settled_up_to_the_engine_is_not_watched(worker):
     consumer_at(lambda end: end)
     SettlementCursor.objects.filter(market="BTC_USDT").update(seq=worker.engine.market_state("BTC_USDT")[1])
     assert looked_twice(worker) is None
+
+
+def test_the_worker_reads_settlement_through_the_reader_the_settlement_app_registers():
+    assert progress.settlement_progress() is settlement_selectors
+
+
+def test_a_worker_with_no_settlement_reader_stops_instead_of_guessing(worker, monkeypatch):
+    monkeypatch.setattr(progress, "_registered", [])
+    with pytest.raises(ImproperlyConfigured, match="settlement"):
+        worker.lost_event()

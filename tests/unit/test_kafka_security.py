@@ -10,8 +10,8 @@ from django.core.exceptions import ImproperlyConfigured
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
 
-from exchange.kafka import client
-from exchange.kafka.security import connection_options
+from core.kafka import client
+from core.kafka.security import connection_options
 
 SASL_SSL = {
     "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",

@@ -10,7 +10,8 @@ import uuid
 import pytest
 from kafka import TopicPartition
 
-from exchange.kafka import client, schemas
+from core.kafka import client
+from matching import schemas
 from matching.engine import (
     COMMAND_TYPES,
     EVENT_TYPES,

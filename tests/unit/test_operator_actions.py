@@ -7,8 +7,8 @@ import pytest
 
 from accounts.models import Account, Asset, AuditLog, BalanceAdjustment, LedgerLine
 from accounts.services import adjustment_approve, adjustment_propose, adjustment_reject, user_restrict, user_unrestrict
-from exchange.errors import Conflict, Forbidden, InsufficientFunds, InvalidRequest
-from exchange.kafka import schemas
+from core.errors import Conflict, Forbidden, InsufficientFunds, InvalidRequest
+from matching import schemas
 from matching.models import Order, OutboxMessage
 from matching.services import orders_cancel_all
 from settlement.reconciliation import reconciliation_checks

@@ -14,7 +14,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from accounts.models import User
-from exchange.admin_tools import LargeTablePaginator
+from core.admin_tools import LargeTablePaginator
 from matching.models import Market, Order
 
 URL = "/admin/matching/order/"

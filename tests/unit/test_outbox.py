@@ -6,7 +6,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from exchange.kafka import client, schemas, topics
+from core.kafka import client, topics
+from matching import schemas
 from matching.models import Order, OutboxMessage
 from matching.services import orders_resend_stale, outbox_publish, outbox_relay
 from tests.unit.conftest import place

@@ -6,9 +6,11 @@ import json
 from decimal import Decimal
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from accounts.models import Account, LedgerLine
-from exchange.kafka import schemas
+from matching import schemas
 from matching.engine import CancelOrder
 from matching.models import Order, OutboxMessage
 from matching.services import order_cancel
@@ -245,3 +247,19 @@ def order_for_nobody():
         stp="cancel_incoming",
         ts=1,
     )
+
+
+# Statements one settlement pass over a crossing pair runs: the market added, two acceptances, the
+# trade, two orders done, then one look that finds nothing more. More means something now reads again
+# what the batch already holds, or writes a row twice.
+SETTLE_PAIR_STATEMENTS = 65
+
+
+def test_settling_a_crossing_pair_stays_within_its_statement_budget(pipeline, alice, bob):
+    place(alice, "sell", "sell", "50000", "0.01")
+    place(bob, "buy", "buy", "50000", "0.01")
+    pipeline.feed_outbox()
+    pipeline.deliver(pipeline.emitted)
+    with CaptureQueriesContext(connection) as queries:
+        assert pipeline.settle() == 6
+    assert len(queries) <= SETTLE_PAIR_STATEMENTS

@@ -16,7 +16,8 @@ from django.utils import timezone
 
 from accounts.models import Account, User
 from accounts.services import account_get
-from exchange.kafka import client, schemas
+from core.kafka import client
+from matching import schemas
 from matching.engine import AddMarket, Event, canonical, chain_hash, event_from_dict
 from matching.models import Market, Order, OutboxMessage
 from matching.services import order_cancel, order_command, order_place, orders_resend_stale

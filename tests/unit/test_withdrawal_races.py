@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from accounts.models import Account, Asset, Withdrawal
 from accounts.services import withdrawal_request
-from exchange.errors import InsufficientFunds
+from core.errors import InsufficientFunds
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -23,7 +23,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from accounts.custody import SIGNATURE_HEADER, signature_header
-from exchange.worker import LoopWorker
+from core.worker import LoopWorker
 
 log = structlog.get_logger(__name__)
 

@@ -7,8 +7,8 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from console.services import staff_account_seed
-from exchange.errors import ExchangeError
+from accounts.services import staff_account_seed
+from core.errors import ExchangeError
 
 # (username, role): two finance users, so that one can approve what the other proposed.
 STAFF = [

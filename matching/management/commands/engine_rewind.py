@@ -2,8 +2,8 @@
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from exchange.errors import ExchangeError
-from exchange.kafka import client, topics
+from core.errors import ExchangeError
+from core.kafka import client, topics
 from matching.services import engine_rewind
 
 

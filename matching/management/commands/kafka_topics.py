@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from exchange.kafka import client
+from core.kafka import client
 
 
 class Command(BaseCommand):

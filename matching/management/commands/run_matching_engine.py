@@ -16,16 +16,16 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.db import close_old_connections
 from kafka import TopicPartition
 
-from exchange.api import decimal_str
-from exchange.errors import ExchangeError
-from exchange.kafka import client, schemas, topics
-from exchange.worker import LoopWorker
+from core.api import decimal_str
+from core.errors import ExchangeError
+from core.kafka import client, topics
+from core.worker import LoopWorker
+from matching import schemas
 from matching.engine import Engine
 from matching.models import EngineSnapshot, Market
+from matching.progress import settlement_progress
 from matching.selectors import ENGINE_STATE_KEY, depth_cache_key
 from matching.services import engine_rewind, engine_snapshot_rewound, engine_snapshot_save
-from settlement.models import EngineEvent, SettlementCursor
-from settlement.services import consumer_offsets
 
 log = structlog.get_logger(__name__)
 
@@ -101,7 +101,7 @@ class Worker(LoopWorker):
 
     def settled(self) -> dict[str, int]:
         """Each market's last sequence number that settlement has applied."""
-        return dict(SettlementCursor.objects.filter(market__in=self.engine.markets).values_list("market", "seq"))
+        return settlement_progress().settled_sequences(markets=self.engine.markets)
 
     def lost_event(self) -> tuple[str, int] | None:
         """An event this worker emitted that never reached settlement: the broker lost it.
@@ -131,10 +131,10 @@ class Worker(LoopWorker):
             waiting = (market, seq + 1)
             if now - since < self.gap_rewind_seconds or self.asked.get(waiting, 0.0) > now:
                 continue
-            read = consumer_offsets(topic=events_topic)
+            read = settlement_progress().consumer_offsets(topic=events_topic)
             if any(read.get(p, 0) < end for p, end in ends_then.items()):
                 continue  # the consumer is down or behind: the event may still be on its way
-            if EngineEvent.objects.filter(market=market, seq=seq + 1).exists():
+            if settlement_progress().engine_event_received(market=market, seq=seq + 1):
                 continue  # settlement has it: whatever holds it up is not a lost event
             self.asked[waiting] = now + _ASK_AGAIN_SECONDS
             return waiting

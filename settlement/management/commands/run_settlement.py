@@ -11,9 +11,10 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.db import close_old_connections
 from kafka import TopicPartition
 
-from exchange.kafka import client, topics
-from exchange.worker import LoopWorker
-from settlement.services import ReceivedMessage, consumer_offsets, events_ingest
+from core.kafka import client, topics
+from core.worker import LoopWorker
+from settlement.selectors import consumer_offsets
+from settlement.services import ReceivedMessage, events_ingest
 from settlement.tasks import settle_market
 
 log = structlog.get_logger(__name__)

@@ -12,7 +12,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.exceptions import ErrorDetail
 
-from accounts.models import AMOUNT_DIGITS, AMOUNT_PLACES
+from core.amounts import AMOUNT_DIGITS, AMOUNT_PLACES
 
 # ASCII digits with at most one decimal point between digits; `[0-9]`, unlike `\d`, matches no other
 # script's digits, which `Decimal` would read.
@@ -44,7 +44,7 @@ class AmountField(serializers.DecimalField):
 
     No amount the API takes is negative, so no sign is read. A JSON number is refused rather than
     read: a float has already lost digits by the time it is parsed. Whatever the field refuses
-    carries a code of its own (see `exchange.errors.FIELD_CODES`).
+    carries a code of its own (see `core.errors.FIELD_CODES`).
     """
 
     default_error_messages = {
@@ -127,7 +127,7 @@ class ErrorDetailSerializer(serializers.Serializer):
 
 
 class ErrorSerializer(serializers.Serializer):
-    """Every 4xx and 503 answer of the API (`exchange.errors`)."""
+    """Every 4xx and 503 answer of the API (`core.errors`)."""
 
     error = ErrorDetailSerializer()
 
@@ -172,6 +172,10 @@ class QuerySerializer(StrictSerializer):
         if empty:
             raise serializers.ValidationError(empty)
         return super().to_internal_value(data)
+
+
+class LimitSerializer(QuerySerializer):
+    limit = serializers.IntegerField(min_value=1, max_value=1000, default=100)
 
 
 class AutoSchema(openapi.AutoSchema):

@@ -12,7 +12,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewPartitions, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
-from exchange.kafka import topics
+from core.kafka import topics
 
 log = structlog.get_logger(__name__)
 

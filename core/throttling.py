@@ -3,7 +3,7 @@
 A restart of Redis (it keeps nothing on disk) must not turn every request into an error: for the
 seconds it takes, requests go through unthrottled, and each is logged.
 
-Requests without a user are counted by the client's address as `exchange.addresses.client_ip` finds
+Requests without a user are counted by the client's address as `core.addresses.client_ip` finds
 it (the same address the login lock-out records), never by the raw X-Forwarded-For header, which
 the client writes itself.
 """
@@ -14,7 +14,7 @@ import structlog
 from redis.exceptions import RedisError
 from rest_framework import throttling
 
-from exchange.addresses import client_ip
+from core.addresses import client_ip
 
 if TYPE_CHECKING:  # rest_framework.views imports this module through the settings
     from rest_framework.request import Request

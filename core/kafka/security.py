@@ -1,7 +1,7 @@
 """How every Kafka client authenticates to the brokers and encrypts its connections.
 
 One function turns the environment into the keyword arguments kafka-python's producer, consumer and
-admin client all take; `settings.KAFKA["SECURITY"]` holds its result and `exchange/kafka/client.py`
+admin client all take; `settings.KAFKA["SECURITY"]` holds its result and `core/kafka/client.py`
 passes it to every client it builds. The process manager (`exchange.stack`), which runs without
 Django, calls it directly.
 
