@@ -8,7 +8,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 # Where the exchange reads its environment: the settings, the Kafka connection options they build,
 # and the Procfile's command lines.
-READERS = [ROOT / "exchange" / "settings.py", ROOT / "exchange" / "kafka" / "security.py", ROOT / "Procfile"]
+READERS = [ROOT / "exchange" / "settings.py", ROOT / "core" / "kafka" / "security.py", ROOT / "Procfile"]
 NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
 
 
