@@ -8,7 +8,7 @@ Every event the book emits for an order comes from one of them.  The rare events
 
 Why: the events are most of what a command costs.  Each needs its own sha256 call, its own
 canonical bytes and its own frozen object (1.7 events per command on the benchmark stream), and
-the two plain ways of making them cost more than the matching itself:
+the plain ways of making them cost more than the matching itself:
 
 * the generic encoder (``events._encode``) walks every field; here everything of the canonical
   bytes before the integers, which depends only on the market and on the event's enum values and
@@ -165,36 +165,40 @@ class _Shapes:
             }
             for stp in STP_MODES
         }
-        # Key: (taker_side, by_quote).
+        # trade[taker_side][by_quote] and cancelled[reason][by_quote], by_quote
+        # being a bool (False 0, True 1): looked up without building a key tuple.
         self.trade = {
-            (side, by_quote): _prefix(
-                Trade,
-                market,
-                taker_side=side,
-                taker_remaining=None if by_quote else 0,
-                taker_remaining_quote=0 if by_quote else None,
+            side: tuple(
+                _prefix(
+                    Trade,
+                    market,
+                    taker_side=side,
+                    taker_remaining=None if by_quote else 0,
+                    taker_remaining_quote=0 if by_quote else None,
+                )
+                for by_quote in (False, True)
             )
             for side in SIDES
-            for by_quote in (False, True)
         }
-        # Key: (reason, by_quote).
         self.cancelled = {
-            (reason, by_quote): _prefix(
-                OrderCancelled,
-                market,
-                reason=reason,
-                remaining=None if by_quote else 0,
-                remaining_quote=0 if by_quote else None,
+            reason: tuple(
+                _prefix(
+                    OrderCancelled,
+                    market,
+                    reason=reason,
+                    remaining=None if by_quote else 0,
+                    remaining_quote=0 if by_quote else None,
+                )
+                for by_quote in (False, True)
             )
             for reason in CANCEL_REASONS
-            for by_quote in (False, True)
         }
         self.done = _prefix(OrderDone, market, reason="filled")
         self.pack_accepted = _packer(
             OrderAccepted, self.accepted["buy", "limit", "GTC", False, "cancel_incoming", True]
         )
-        self.pack_trade = _packer(Trade, self.trade["buy", False])
-        self.pack_cancelled = _packer(OrderCancelled, self.cancelled["user", False])
+        self.pack_trade = _packer(Trade, self.trade["buy"][False])
+        self.pack_cancelled = _packer(OrderCancelled, self.cancelled["user"][False])
         self.pack_done = _packer(OrderDone, self.done)
 
 
@@ -289,7 +293,7 @@ class EventBuilders:
         try:
             data = self._pack_trade(
                 self.last,
-                self._trade[taker_side, taker_remaining is None],
+                self._trade[taker_side][taker_remaining is None],
                 seq,
                 ts,
                 maker_order_id,
@@ -338,7 +342,7 @@ class EventBuilders:
         try:
             data = self._pack_cancelled(
                 self.last,
-                self._cancelled[reason, remaining is None],
+                self._cancelled[reason][remaining is None],
                 seq,
                 ts,
                 order_id,
