@@ -101,7 +101,8 @@ class Book(Chain):
         return self.submit_limit(cmd)
 
     def submit_limit(self, cmd: NewOrder) -> list[Event]:
-        """Run a new limit order that passed the engine's checks."""
+        """Run a new limit order that passed the engine's checks: match what
+        crosses, then rest what a GTC order has left."""
         price: int = cmd.price  # type: ignore[assignment]
         side = cmd.side
         if side == "buy":
@@ -112,42 +113,22 @@ class Book(Chain):
             key = -price
         # An opposite key at or above -key is at or through this order's price.
         if opposite and opposite[-1] >= -key:
-            return self._submit_crossing(cmd, opposite, -key)
-        if cmd.time_in_force != "GTC":
+            out, qty = self._submit_crossing(cmd, opposite, -key)
+            if not qty:
+                return out
+        elif cmd.time_in_force != "GTC":
             if cmd.time_in_force == "FOK":
                 return self.reject_new(cmd, "fok_not_fillable")
             return [
                 self.accepted(cmd),
                 self.cancelled(cmd.ts, cmd.order_id, cmd.user_id, cmd.quantity, None, "ioc"),
             ]
-        # The common case: an order near the touch that rests.
-        event = self.accepted(cmd)
-        self._rest(cmd.order_id, cmd.user_id, key, cmd.quantity)  # type: ignore[arg-type]
-        return [event]
-
-    def _submit_crossing(self, cmd: NewOrder, opposite: list[int], bound: int) -> list[Event]:
-        """A limit order whose price reaches the best opposite level."""
-        if cmd.post_only:
-            return self.reject_new(cmd, "post_only_would_cross")
-        tif = cmd.time_in_force
-        if tif == "FOK" and not self._fillable(cmd, opposite, bound):
-            return self.reject_new(cmd, "fok_not_fillable")
-        out = [self.accepted(cmd)]
-        oid = cmd.order_id
-        user = cmd.user_id
-        left, self_trade = self._match(cmd, opposite, bound, cmd.quantity, out)  # type: ignore[arg-type]
-        if not left:
-            out.append(self.done(cmd.ts, oid, user))
-        elif self_trade:
-            out.append(self.cancelled(cmd.ts, oid, user, left, None, "self_trade"))
-        elif tif == "GTC":
-            self._rest(oid, user, -bound, left)
         else:
-            out.append(self.cancelled(cmd.ts, oid, user, left, None, "ioc"))
-        return out
-
-    def _rest(self, oid: int, user: int, key: int, qty: int) -> None:
-        order = (qty, oid, user, key)
+            # The common case: an order near the touch that rests whole.
+            out = [self.accepted(cmd)]
+            qty = cmd.quantity  # type: ignore[assignment]
+        oid = cmd.order_id
+        order = (qty, oid, cmd.user_id, key)
         self.orders[oid] = order
         level = self.levels.get(key)
         if level is None:
@@ -157,6 +138,30 @@ class Book(Chain):
         else:
             level.lots += qty
         level.append(order)
+        return out
+
+    def _submit_crossing(self, cmd: NewOrder, opposite: list[int], bound: int) -> tuple[list[Event], int]:
+        """A limit order whose price reaches the best opposite level: its
+        events, and the lots it leaves to rest (0 unless a GTC order is left
+        with some after matching)."""
+        if cmd.post_only:
+            return self.reject_new(cmd, "post_only_would_cross"), 0
+        tif = cmd.time_in_force
+        if tif == "FOK" and not self._fillable(cmd, opposite, bound):
+            return self.reject_new(cmd, "fok_not_fillable"), 0
+        out = [self.accepted(cmd)]
+        oid = cmd.order_id
+        user = cmd.user_id
+        left, self_trade = self._match(cmd, opposite, bound, cmd.quantity, out)  # type: ignore[arg-type]
+        if not left:
+            out.append(self.done(cmd.ts, oid, user))
+        elif self_trade:
+            out.append(self.cancelled(cmd.ts, oid, user, left, None, "self_trade"))
+        elif tif == "GTC":
+            return out, left
+        else:
+            out.append(self.cancelled(cmd.ts, oid, user, left, None, "ioc"))
+        return out, 0
 
     def _submit_market(self, cmd: NewOrder) -> list[Event]:
         opposite = self.ask_keys if cmd.side == "buy" else self.bid_keys
