@@ -14,7 +14,7 @@ from django.db.models import Case, DecimalField, F, OuterRef, Subquery, Sum, Val
 from django.db.models.functions import Coalesce
 
 from accounts.models import Account, BalanceAdjustment, Deposit, LedgerEntry, LedgerLine, Withdrawal
-from matching.engine import GENESIS_HASH, canonical, chain_hash, event_from_dict
+from matching.engine import ChainCheck, ChainError, event_from_dict
 from matching.models import Order
 from settlement.models import Alert, EngineEvent, ReconciliationRun, SettlementCursor, Trade
 from settlement.services import alert_raise
@@ -166,26 +166,32 @@ def _orders_consistent() -> Check:
 
 
 def chain_check(market: str) -> tuple[int, str, list[str]]:
-    """(events checked, last hash, problems) for one market's stored events."""
+    """(events checked, last hash, problems) for one market's stored events.
+
+    Unlike settlement, which stops at the first bad link, this reports every one and goes on.
+    """
     problems: list[str] = []
-    expected, previous, count = 1, GENESIS_HASH, 0
+    links = ChainCheck(market)
+    count = 0
     rows = EngineEvent.objects.filter(market=market).order_by("seq").values_list("seq", "payload", "hash")
     for seq, payload, digest in rows.iterator(chunk_size=2000):
         count += 1
-        if seq != expected:
-            problems.append(f"#{expected}..#{seq - 1} missing")
+        if seq != links.seq + 1:
+            problems.append(f"#{links.seq + 1}..#{seq - 1} missing")
             # The chain cannot be checked across a hole; carry on from the next stored event.
-            previous = None
+            links.restart(seq - 1)
         try:
             event = event_from_dict(payload, digest)
         except (ValueError, TypeError, KeyError) as exc:
             problems.append(f"#{seq} unreadable: {exc}")
-            previous, expected = None, seq + 1
+            links.restart(seq)
             continue
-        if previous is not None and chain_hash(previous, canonical(event)) != digest:
+        try:
+            links.extend(event)
+        except ChainError:
             problems.append(f"#{seq} does not chain onto #{seq - 1}")
-        previous, expected = digest, seq + 1
-    return count, previous or "", problems
+            links.restart(seq, digest)
+    return count, links.last or "", problems
 
 
 def _events_settled_once() -> Check:

@@ -23,7 +23,7 @@ from django.utils import timezone
 from accounts.models import Account, LedgerEntry, User
 from accounts.services import account_get, accounts_lock, audit_record, ledger_post, operator_check
 from matching import schemas
-from matching.engine import Event, canonical, chain_hash, event_from_dict
+from matching.engine import ChainCheck, ChainError, Event, event_from_dict
 from matching.models import Market, Order
 from matching.services import order_fill_apply, order_open, order_release
 from settlement.checks import event_refusal, order_ids, rejection_effective
@@ -291,12 +291,14 @@ def market_settle(*, market: str, limit: int | None = None) -> int:
             return 0
 
         events: list[tuple[EngineEvent, Event]] = []
-        expected, previous = cursor.seq + 1, cursor.hash
+        links = ChainCheck(market, cursor.seq, cursor.hash)
         for row in rows:
-            if row.seq != expected:
+            if row.seq != links.seq + 1:
                 break
             event = event_from_dict(row.payload, row.hash)
-            if chain_hash(previous, canonical(event)) != row.hash:
+            try:
+                links.extend(event)
+            except ChainError:
                 cursor.status = SettlementCursor.Status.BROKEN_CHAIN
                 alert_raise(
                     kind=Alert.Kind.BROKEN_CHAIN,
@@ -305,7 +307,6 @@ def market_settle(*, market: str, limit: int | None = None) -> int:
                 )
                 break
             events.append((row, event))
-            expected, previous = expected + 1, row.hash
 
         applied: list[EngineEvent] = []
         market_obj = Market.objects.select_related("base", "quote").filter(pk=market).first() if events else None

@@ -4,6 +4,7 @@ Stdlib only; no Django, no Kafka, no floats, no clocks, no randomness.
 """
 
 from .book import Book, Level, RestingOrder
+from .chain import Chain, ChainCheck, ChainError, chain_hash, verify_chain
 from .commands import (
     COMMAND_TYPES,
     ORDER_TYPES,
@@ -27,8 +28,6 @@ from .events import (
     REJECT_REASONS,
     REQUESTS,
     UNCHAINED_HASH,
-    Chain,
-    ChainError,
     Event,
     MarketAdded,
     MarketHalted,
@@ -39,9 +38,7 @@ from .events import (
     OrderRejected,
     Trade,
     canonical,
-    chain_hash,
     event_from_dict,
-    verify_chain,
 )
 
 __all__ = [
@@ -62,6 +59,7 @@ __all__ = [
     "CancelAll",
     "CancelOrder",
     "Chain",
+    "ChainCheck",
     "ChainError",
     "Command",
     "Engine",

@@ -24,31 +24,17 @@ a deque is linear.  ``Level.lots`` only counts live lots, so a level is
 deleted as soon as its last live order goes.
 """
 
-import struct
 from bisect import bisect_left, insort
 from collections import deque
 from collections.abc import Iterator
-from hashlib import sha256
 from itertools import chain as concat
 from itertools import repeat
 from operator import itemgetter, lshift, or_
 from typing import NamedTuple
 
+from .chain import Chain
 from .commands import NewOrder
-from .events import (
-    _GENESIS_RAW,
-    Chain,
-    Event,
-    OrderAccepted,
-    OrderCancelled,
-    OrderDone,
-    Trade,
-    _AcceptedTwin,
-    _CancelledTwin,
-    _DoneTwin,
-    _encode,
-    _TradeTwin,
-)
+from .events import _GENESIS_RAW, Event
 
 # A resting order: (remaining lots, order_id, user_id, level key).
 Order = tuple[int, int, int, int]
@@ -87,13 +73,7 @@ SideState = list[tuple[int, list[int]]]
 class Book(Chain):
     """One market: its order book, and (as a Chain) its sequence and hash chain.
 
-    The hottest paths, a limit order that rests without trading, a cancel, and
-    the fills of a matching order, build their events inline rather than
-    through the Chain methods: a Python call costs about as much as the
-    attribute stores of a whole event.  Those inline copies take their
-    canonical prefixes and packers from the same per-market tables as the
-    Chain methods, and the tests check every event they emit against an
-    independent encoder.
+    Every event comes from one of the Chain's builders, one per event type.
     """
 
     __slots__ = ("ask_keys", "bid_keys", "halted", "levels", "number", "orders")
@@ -121,7 +101,8 @@ class Book(Chain):
         return self.submit_limit(cmd)
 
     def submit_limit(self, cmd: NewOrder) -> list[Event]:
-        """Run a new limit order that passed the engine's checks."""
+        """Run a new limit order that passed the engine's checks: match what
+        crosses, then rest what a GTC order has left."""
         price: int = cmd.price  # type: ignore[assignment]
         side = cmd.side
         if side == "buy":
@@ -132,49 +113,22 @@ class Book(Chain):
             key = -price
         # An opposite key at or above -key is at or through this order's price.
         if opposite and opposite[-1] >= -key:
-            return self._submit_crossing(cmd, opposite, -key)
-        if cmd.time_in_force != "GTC":
+            out, qty = self._submit_crossing(cmd, opposite, -key)
+            if not qty:
+                return out
+        elif cmd.time_in_force != "GTC":
             if cmd.time_in_force == "FOK":
                 return self.reject_new(cmd, "fok_not_fillable")
             return [
                 self.accepted(cmd),
                 self.cancelled(cmd.ts, cmd.order_id, cmd.user_id, cmd.quantity, None, "ioc"),
             ]
-        # The common case, an order near the touch that rests: Chain.accepted
-        # for a GTC limit order, then the order joins its level.
-        self.seq = seq = self.seq + 1
-        e = _AcceptedTwin()
-        e.market = self.market
-        e.seq = seq
-        e.ts = ts = cmd.ts
-        e.order_id = oid = cmd.order_id
-        e.user_id = user = cmd.user_id
-        e.side = side
-        e.order_type = "limit"
-        e.price = price
-        e.quantity = qty = cmd.quantity
-        e.quote_quantity = None
-        e.time_in_force = "GTC"
-        e.post_only = post_only = cmd.post_only
-        e.stp = stp = cmd.stp
-        try:
-            data = self._pack_accepted(
-                self.last,
-                self._resting[stp][side][post_only],
-                seq,
-                ts,
-                oid,
-                user,
-                price,
-                qty,
-                0,
-            )
-        except struct.error:
-            fields = (self.market, seq, ts, oid, user, side, "limit", price, qty, None, "GTC", post_only, stp)
-            data = self.last + _encode(OrderAccepted, fields)
-        e.hash = self.last = sha256(data).digest()
-        e.__class__ = OrderAccepted
-        order = (qty, oid, user, key)
+        else:
+            # The common case: an order near the touch that rests whole.
+            out = [self.accepted(cmd)]
+            qty = cmd.quantity  # type: ignore[assignment]
+        oid = cmd.order_id
+        order = (qty, oid, cmd.user_id, key)
         self.orders[oid] = order
         level = self.levels.get(key)
         if level is None:
@@ -184,15 +138,17 @@ class Book(Chain):
         else:
             level.lots += qty
         level.append(order)
-        return [e]  # type: ignore[list-item]
+        return out
 
-    def _submit_crossing(self, cmd: NewOrder, opposite: list[int], bound: int) -> list[Event]:
-        """A limit order whose price reaches the best opposite level."""
+    def _submit_crossing(self, cmd: NewOrder, opposite: list[int], bound: int) -> tuple[list[Event], int]:
+        """A limit order whose price reaches the best opposite level: its
+        events, and the lots it leaves to rest (0 unless a GTC order is left
+        with some after matching)."""
         if cmd.post_only:
-            return self.reject_new(cmd, "post_only_would_cross")
+            return self.reject_new(cmd, "post_only_would_cross"), 0
         tif = cmd.time_in_force
         if tif == "FOK" and not self._fillable(cmd, opposite, bound):
-            return self.reject_new(cmd, "fok_not_fillable")
+            return self.reject_new(cmd, "fok_not_fillable"), 0
         out = [self.accepted(cmd)]
         oid = cmd.order_id
         user = cmd.user_id
@@ -202,22 +158,10 @@ class Book(Chain):
         elif self_trade:
             out.append(self.cancelled(cmd.ts, oid, user, left, None, "self_trade"))
         elif tif == "GTC":
-            self._rest(oid, user, -bound, left)
+            return out, left
         else:
             out.append(self.cancelled(cmd.ts, oid, user, left, None, "ioc"))
-        return out
-
-    def _rest(self, oid: int, user: int, key: int, qty: int) -> None:
-        order = (qty, oid, user, key)
-        self.orders[oid] = order
-        level = self.levels.get(key)
-        if level is None:
-            level = self.levels[key] = Level()
-            level.lots = qty
-            insort(self.bid_keys if key > 0 else self.ask_keys, key)
-        else:
-            level.lots += qty
-        level.append(order)
+        return out, 0
 
     def _submit_market(self, cmd: NewOrder) -> list[Event]:
         opposite = self.ask_keys if cmd.side == "buy" else self.bid_keys
@@ -262,19 +206,13 @@ class Book(Chain):
         """Fill ``qty`` lots against the opposite side (``keys``) at keys >= ``bound``.
 
         Returns the lots left and whether self-trade prevention stopped the
-        incoming order.  Each fill's trade (and the maker's done) is built
-        inline: Chain.trade and Chain.done for a taker counted in lots.
+        incoming order.
         """
         side = cmd.side
         sign = -1 if side == "buy" else 1
         oid = cmd.order_id
         user = cmd.user_id
         ts = cmd.ts
-        market = self.market
-        trade_prefix = self._trade[side, False]
-        pack_trade = self._pack_trade
-        done_prefix = self._done
-        pack_done = self._pack_done
         levels = self.levels
         orders = self.orders
         append = out.append
@@ -311,50 +249,11 @@ class Book(Chain):
                     qty -= fill
                     level.popleft()
                     del orders[maker_id]
-                self.seq = seq = self.seq + 1
-                try:
-                    data = pack_trade(
-                        self.last, trade_prefix, seq, ts, maker_id, maker_user, oid, user, price, fill, left, qty, 0
-                    )
-                except struct.error:
-                    fields = (market, seq, ts, maker_id, maker_user, oid, user, side, price, fill, left, qty, None)
-                    data = self.last + _encode(Trade, fields)
-                e = _TradeTwin()
-                e.market = market
-                e.seq = seq
-                e.ts = ts
-                e.maker_order_id = maker_id
-                e.maker_user_id = maker_user
-                e.taker_order_id = oid
-                e.taker_user_id = user
-                e.taker_side = side
-                e.price = price
-                e.quantity = fill
-                e.maker_remaining = left
-                e.taker_remaining = qty
-                e.taker_remaining_quote = None
-                e.hash = self.last = sha256(data).digest()
-                e.__class__ = Trade
-                append(e)
-                if left:
-                    level.lots -= fill
-                    return 0, False
-                self.seq = seq = self.seq + 1
-                try:
-                    data = pack_done(self.last, done_prefix, seq, ts, maker_id, maker_user)
-                except struct.error:
-                    data = self.last + _encode(OrderDone, (market, seq, ts, maker_id, maker_user, "filled"))
-                e = _DoneTwin()
-                e.market = market
-                e.seq = seq
-                e.ts = ts
-                e.order_id = maker_id
-                e.user_id = maker_user
-                e.reason = "filled"
-                e.hash = self.last = sha256(data).digest()
-                e.__class__ = OrderDone
-                append(e)
                 level.lots -= fill
+                append(self.trade(ts, maker_id, maker_user, oid, user, side, price, fill, left, qty, None))
+                if left:
+                    return 0, False
+                append(self.done(ts, maker_id, maker_user))
                 if not level.lots:
                     del levels[key]
                     keys.pop()
@@ -496,8 +395,7 @@ class Book(Chain):
     # --- cancels --------------------------------------------------------------
 
     def cancel(self, order: Order, ts: int) -> list[Event]:
-        """Remove a live resting order at its owner's request: Chain.cancelled
-        with reason "user", inline."""
+        """Remove a live resting order at its owner's request."""
         left, oid, user, key = order
         del self.orders[oid]
         level = self.levels[key]
@@ -509,24 +407,7 @@ class Book(Chain):
                 keys.pop()
             else:
                 del keys[bisect_left(keys, key)]
-        self.seq = seq = self.seq + 1
-        try:
-            data = self._pack_cancelled(self.last, self._cancelled_user, seq, ts, oid, user, left, 0)
-        except struct.error:
-            fields = (self.market, seq, ts, oid, user, left, None, "user")
-            data = self.last + _encode(OrderCancelled, fields)
-        e = _CancelledTwin()
-        e.market = self.market
-        e.seq = seq
-        e.ts = ts
-        e.order_id = oid
-        e.user_id = user
-        e.remaining = left
-        e.remaining_quote = None
-        e.reason = "user"
-        e.hash = self.last = sha256(data).digest()
-        e.__class__ = OrderCancelled
-        return [e]  # type: ignore[list-item]
+        return [self.cancelled(ts, oid, user, left, None, "user")]
 
     def cancel_all(self, user_id: int, ts: int) -> list[Event]:
         """Cancel every resting order of ``user_id`` in order-id order.

@@ -11,6 +11,7 @@ from operator import lshift, or_
 from typing import Any
 
 from .book import _BOOK_BITS, _BOOK_MASK, Book, RestingOrder
+from .chain import unchained_rejection
 from .commands import (
     AddMarket,
     CancelAll,
@@ -20,7 +21,7 @@ from .commands import (
     NewOrder,
     ResumeMarket,
 )
-from .events import Event, unchained_rejection
+from .events import Event
 
 SNAPSHOT_VERSION = 1
 _SNAPSHOT_MAGIC = "matching.engine.snapshot"
