@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run up down status services test test-fast test-faults lint bench bench-admin browser screenshots reset clean
+.PHONY: install run up down status services test test-fast test-faults lint bench bench-admin bench-e2e browser screenshots reset clean
 
 $(STAMP): requirements.txt package-lock.json
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -72,6 +72,14 @@ bench: install
 ## The admin's orders list on a database of its own holding 1,000,000 orders (needs PostgreSQL).
 bench-admin: install
 	$(PY) benchmarks/admin_orders.py
+
+## The API and settlement side by side (benchmarks/e2e.py); starts the exchange with raised THROTTLE_*
+## limits when /readyz does not answer on PORT. Writes docs/bench-e2e.json and docs/bench-e2e.png.
+BENCH_THROTTLE := THROTTLE_USER=1000000/minute THROTTLE_ORDERS=1000000/minute THROTTLE_AUTH=10000/minute \
+	THROTTLE_ANON=100000/minute
+bench-e2e: install
+	@curl -fsS -o /dev/null "http://127.0.0.1:$${PORT:-8000}/readyz" 2>/dev/null || $(BENCH_THROTTLE) $(MAKE) up
+	$(PY) benchmarks/e2e.py --base "http://127.0.0.1:$${PORT:-8000}"
 
 ## Delete every order, balance and trade of the local exchange (refused with EXCHANGE_ENV=production).
 reset: install

@@ -1,0 +1,445 @@
+"""The exchange's front door and its settlement, measured side by side in one run.
+
+    make bench-e2e                     # starts the stack with raised THROTTLE_* limits if needed
+    .venv/bin/python benchmarks/e2e.py --base http://127.0.0.1:8000
+
+Registers and funds traders through the public API (deposits confirmed by the custody simulator
+that `make up` starts), then runs four phases from keep-alive sessions, one per client thread:
+
+1. `GET /api/balances/`, the cheapest authenticated call: requests/s and latency;
+2. `POST /api/orders/` with resting limit orders far from the touch: orders/s and latency;
+3. crossing pairs (a sell, then a buy at the same price, from different traders) sent as fast as they
+   are accepted, then waiting until every trade is visible in `GET /api/trades/`: trades/s settled;
+4. crossing orders at a fixed rate (200 orders/s by default): accepted → settled latency.
+
+The stages behind the API are read from the timestamps the database keeps (orders.created_at,
+the outbox's published_at, the engine events' received_at and settled_at, trades' settled_at)
+through SQL on the exchange's database (DATABASE_URL). Writes the figures as JSON and a plot
+(throughput and latency over time, per phase) and prints the markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import load  # benchmarks/load.py, beside this script
+import psycopg
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+SYMBOL = "BTC_USDT"
+QUANTITY = "0.001"  # 50 USDT at the crossing price, above the minimum notional
+CROSS_PRICE = "50000"
+TARGETS = {
+    "orders_vs_balances": 0.6,
+    "orders_per_s": 400,
+    "batch_orders_per_s": 4000,
+    "trades_per_s": 1000,
+    "accepted_to_settled_p99_ms": 250,
+}
+
+
+class Trader(load.Trader):
+    """A trader of `benchmarks/load.py` (registration, login, keep-alive session) that also crosses."""
+
+    def order(self, side: str, price: str) -> requests.Response:
+        body = {
+            "cid": f"e2e_{uuid.uuid4().hex[:24]}",
+            "symbol": SYMBOL,
+            "side": side,
+            "order_type": "Limit",
+            "price": price,
+            "quantity": QUANTITY,
+        }
+        return self.call("POST", "orders/", json=body)
+
+    def fills(self) -> int:
+        return len(self.call("GET", "trades/?limit=1000").json())
+
+
+@dataclass
+class Samples:
+    """(wall time at the end, seconds, HTTP status) of each request of one phase."""
+
+    rows: list[tuple[float, float, int]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def timed(self, send: Callable[[], requests.Response]) -> requests.Response:
+        started = time.perf_counter()
+        answer = send()
+        elapsed = time.perf_counter() - started
+        with self.lock:
+            self.rows.append((time.time(), elapsed, answer.status_code))
+        return answer
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class Progress:
+    """A one-line progress bar on stderr, by elapsed time."""
+
+    def __init__(self, label: str, seconds: float) -> None:
+        self.label, self.seconds, self.started = label, seconds, time.monotonic()
+
+    def show(self, note: str = "") -> None:
+        done = min(1.0, (time.monotonic() - self.started) / self.seconds) if self.seconds else 1.0
+        bar = "#" * int(done * 30)
+        sys.stderr.write(f"\r{self.label:<10} [{bar:<30}] {done:4.0%} {note:<40}")
+        sys.stderr.flush()
+
+    def close(self, note: str) -> None:
+        self.show(note)
+        sys.stderr.write("\n")
+
+
+def run_threads(label: str, seconds: float, target: Callable[[int, float], None], threads: int, samples: Samples):
+    deadline = time.monotonic() + seconds
+    workers = [threading.Thread(target=target, args=(i, deadline), daemon=True) for i in range(threads)]
+    progress = Progress(label, seconds)
+    for worker in workers:
+        worker.start()
+    while any(worker.is_alive() for worker in workers):
+        progress.show(f"{len(samples.rows)} requests")
+        time.sleep(0.25)
+    progress.close(f"{len(samples.rows)} requests")
+
+
+def summary(samples: Samples, started: float, ended: float) -> dict:
+    ok = [seconds for _, seconds, status in samples.rows if status < 300]
+    statuses: dict[str, int] = {}
+    for _, _, status in samples.rows:
+        statuses[str(status)] = statuses.get(str(status), 0) + 1
+    return {
+        "requests": len(samples.rows),
+        "ok": len(ok),
+        "seconds": round(ended - started, 2),
+        "per_s": round(len(ok) / (ended - started), 1),
+        "p50_ms": round(percentile(ok, 0.5) * 1000, 1),
+        "p99_ms": round(percentile(ok, 0.99) * 1000, 1),
+        "statuses": statuses,
+    }
+
+
+def stages(dsn: str, started: float, ended: float) -> dict:
+    """Per-stage figures of the orders accepted in [started, ended], from the database's timestamps."""
+    window = (datetime.fromtimestamp(started, UTC), datetime.fromtimestamp(ended, UTC))
+    ms = "percentile_cont(array[0.5, 0.99]) within group (order by extract(epoch from {}) * 1000)"
+    with psycopg.connect(dsn, autocommit=True) as db:
+        orders = db.execute(
+            "select count(*) from matching_order where created_at between %s and %s", window
+        ).fetchone()[0]
+        outbox = db.execute(
+            f"select count(*), {ms.format('published_at - created_at')}, max(published_at) "  # noqa: S608 - fixed text
+            "from matching_outboxmessage where created_at between %s and %s and published_at is not null",
+            window,
+        ).fetchone()
+        # A trade event's ts is the taking order's created_at: accepted → in the settlement inbox
+        # covers the outbox, the broker, the matching worker and the settlement consumer.
+        events = db.execute(
+            f"select count(*), {ms.format('received_at - to_timestamp((payload->>%s)::bigint / 1000.0)')}, "  # noqa: S608
+            f"{ms.format('settled_at - received_at')}, max(received_at), max(settled_at) "
+            "from settlement_engineevent where type = 'trade' "
+            "and to_timestamp((payload->>%s)::bigint / 1000.0) between %s and %s",
+            ("ts", "ts", *window),
+        ).fetchone()
+        trades = db.execute(
+            f"select count(*), {ms.format('t.settled_at - greatest(b.created_at, s.created_at)')}, "  # noqa: S608
+            "min(t.settled_at), max(t.settled_at) from settlement_trade t "
+            "join matching_order b on b.id = t.buy_order_id join matching_order s on s.id = t.sell_order_id "
+            "where greatest(b.created_at, s.created_at) between %s and %s",
+            window,
+        ).fetchone()
+
+    def pair(values: list[float] | None) -> tuple[float | None, float | None]:
+        return (round(values[0], 1), round(values[1], 1)) if values and values[0] is not None else (None, None)
+
+    span = ended - started
+    last_settled = trades[3].timestamp() if trades[3] else None
+    return {
+        "orders_accepted": orders,
+        "orders_per_s": round(orders / span, 1),
+        "outbox_published": outbox[0],
+        "outbox_ms": pair(outbox[1]),
+        "trade_events": events[0],
+        "accepted_to_inbox_ms": pair(events[1]),
+        "inbox_to_settled_ms": pair(events[2]),
+        "trades": trades[0],
+        "accepted_to_settled_ms": pair(trades[1]),
+        "last_settled_after_s": round(last_settled - ended, 2) if last_settled else None,
+    }
+
+
+def timeline(dsn: str, started: float, ended: float) -> dict[str, list[tuple[float, int]]]:
+    """Per-second counts of each stage's timestamp over the whole run."""
+    window = (datetime.fromtimestamp(started, UTC), datetime.fromtimestamp(ended, UTC))
+    columns = {
+        "orders accepted (orders.created_at)": ("matching_order", "created_at", ""),
+        "sent to Kafka (outbox published_at)": ("matching_outboxmessage", "published_at", ""),
+        "trade events in settlement inbox (received_at)": ("settlement_engineevent", "received_at", "type = 'trade'"),
+        "trades settled (trades.settled_at)": ("settlement_trade", "settled_at", ""),
+    }
+    out = {}
+    with psycopg.connect(dsn, autocommit=True) as db:
+        for label, (table, column, where) in columns.items():
+            extra = f" and {where}" if where else ""
+            rows = db.execute(
+                f"select floor(extract(epoch from {column})), count(*) from {table} "  # noqa: S608 - fixed names
+                f"where {column} between %s and %s{extra} group by 1 order by 1",
+                window,
+            ).fetchall()
+            out[label] = [(float(second), count) for second, count in rows]
+    return out
+
+
+def host() -> dict:
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if "model name" in line
+        ),
+        platform.processor(),
+    )
+    return {"nproc": os.cpu_count(), "cpu": model, "python": platform.python_version()}
+
+
+def loadavg() -> list[float]:
+    return [float(value) for value in Path("/proc/loadavg").read_text().split()[:3]]
+
+
+def plot(path: Path, phases: dict, samples: dict[str, Samples], stages_per_second: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    zero = min(phase["started"] for phase in phases.values())
+    figure, (rates, latency) = plt.subplots(2, 1, figsize=(11, 7.5), sharex=True)
+    colours = {"balances": "#dddddd", "orders": "#cce5ff", "settle": "#d4edda", "latency": "#fff3cd"}
+    for name, phase in phases.items():
+        for axis in (rates, latency):
+            axis.axvspan(phase["started"] - zero, phase["ended"] - zero, color=colours[name], alpha=0.6, lw=0)
+        rates.text((phase["started"] + phase["ended"]) / 2 - zero, 0, name, ha="center", va="bottom", fontsize=8)
+    for index, (name, phase_samples) in enumerate(samples.items()):
+        colour = f"C{index}"
+        seconds: dict[int, list[float]] = {}
+        for at, elapsed, status in phase_samples.rows:
+            if status < 300:
+                seconds.setdefault(int(at - zero), []).append(elapsed * 1000)
+        xs = sorted(seconds)
+        rates.plot(xs, [len(seconds[x]) for x in xs], lw=1, color=colour, label=f"API requests/s ({name})")
+        latency.plot(xs, [percentile(seconds[x], 0.5) for x in xs], lw=1, color=colour, label=f"p50 ({name})")
+        latency.plot(
+            xs, [percentile(seconds[x], 0.99) for x in xs], lw=0.6, ls="--", color=colour, label=f"p99 ({name})"
+        )
+    for index, (label, rows) in enumerate(stages_per_second.items(), start=len(samples)):
+        xs, ys = [second - zero for second, _ in rows], [count for _, count in rows]
+        rates.plot(xs, ys, lw=1.4, color=f"C{index}", label=label)
+    rates.set_ylabel("per second")
+    rates.set_title("End to end: throughput per stage and API latency, per phase")
+    rates.legend(fontsize=7, ncol=2, loc="upper right")
+    latency.set_ylabel("API latency, ms (log)")
+    latency.set_yscale("log")
+    latency.set_xlabel("seconds since the first phase started")
+    latency.legend(fontsize=7, ncol=4, loc="upper right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def table(result: dict) -> Iterator[str]:
+    phases, stage = result["phases"], result["stages"]
+    balances, orders = phases["balances"], phases["orders"]
+    settle, fixed = phases["settle"], phases["latency"]
+    ratio = orders["per_s"] / balances["per_s"] if balances["per_s"] else float("nan")
+
+    def ms(pair: list | tuple) -> str:
+        return " / ".join("-" if value is None else f"{value:,.0f}" for value in pair)
+
+    yield "| measure | measured | target |"
+    yield "| --- | --- | --- |"
+    yield (
+        f"| `GET /api/balances/` | {balances['per_s']:,.0f} requests/s, p50 / p99 "
+        f"{balances['p50_ms']:,.0f} / {balances['p99_ms']:,.0f} ms | - |"
+    )
+    yield (
+        f"| `POST /api/orders/` (resting) | {orders['per_s']:,.0f} orders/s, p50 / p99 "
+        f"{orders['p50_ms']:,.0f} / {orders['p99_ms']:,.0f} ms | ≥ 400 orders/s |"
+    )
+    yield f"| orders / balances | {ratio:.2f} | ≥ 0.6 |"
+    yield "| batch order endpoint | not available (no batch endpoint) | ≥ 4,000 orders/s |"
+    yield (
+        f"| crossing pairs: trades settled | {settle['trades_per_s']:,.1f} trades/s ({settle['trades']} trades, "
+        f"{settle['pairs']} pairs accepted in {settle['seconds']:.0f} s, all visible in `GET /api/trades/` "
+        f"{settle['visible_after_s']:.1f} s after the last) | ≥ 1,000 trades/s for 60 s |"
+    )
+    yield (
+        f"| accepted → settled at {fixed['rate']} crossing orders/s asked ({fixed['orders_per_s']:,.0f} sent/s) "
+        f"| p50 / p99 {ms(stage['latency']['accepted_to_settled_ms'])} ms | p99 < 250 ms |"
+    )
+    for name in ("orders", "settle", "latency"):
+        figures = stage[name]
+        yield (
+            f"| stages, {name} phase: outbox → Kafka p50 / p99 | {ms(figures['outbox_ms'])} ms "
+            f"({figures['outbox_published']} of {figures['orders_accepted']} orders) | - |"
+        )
+        if figures["trade_events"]:
+            yield (
+                f"| stages, {name} phase: accepted → settlement inbox (outbox, broker, engine, consumer) "
+                f"| {ms(figures['accepted_to_inbox_ms'])} ms | - |"
+            )
+            yield (
+                f"| stages, {name} phase: inbox → settled (Celery settlement) | "
+                f"{ms(figures['inbox_to_settled_ms'])} ms | - |"
+            )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--base", default=f"http://127.0.0.1:{os.environ.get('PORT', '8000')}")
+    parser.add_argument("--dsn", default=os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/exchange"))
+    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--balances-seconds", type=float, default=20.0)
+    parser.add_argument("--orders-seconds", type=float, default=20.0)
+    parser.add_argument("--settle-seconds", type=float, default=30.0)
+    parser.add_argument("--latency-seconds", type=float, default=30.0)
+    parser.add_argument("--rate", type=float, default=200.0, help="crossing orders/s of the latency phase")
+    parser.add_argument("--json", type=Path, default=ROOT / "docs" / "bench-e2e.json")
+    parser.add_argument("--png", type=Path, default=ROOT / "docs" / "bench-e2e.png")
+    args = parser.parse_args()
+    n = args.threads
+
+    # Each thread has its own seller (even) and buyer (odd): a buy never meets its own trader's sell.
+    run = uuid.uuid4().hex[:6]
+    traders = [Trader(args.base, f"e2e_{run}_{i}") for i in range(2 * n)]
+    progress = Progress("setup", 0)
+    for i, trader in enumerate(traders):
+        progress.show(f"registering and funding {i + 1}/{len(traders)}")
+        trader.login()
+        for asset, amount in (("BTC", "100"), ("USDT", "5000000")):
+            # Declared here; the custody simulator that `make up` starts confirms them.
+            trader.call("POST", "deposits/", json={"asset": asset, "amount": amount}).raise_for_status()
+    while any(b["available"] == "0" for t in traders for b in t.call("GET", "balances/").json() if b["asset"] != "ETH"):
+        progress.show("waiting for custody to confirm the deposits")
+        time.sleep(0.5)
+    progress.close("traders funded")
+    sellers, buyers = traders[0::2], traders[1::2]
+
+    phases: dict[str, dict] = {}
+    samples = {name: Samples() for name in ("balances", "orders", "settle", "latency")}
+    loads: list[list[float]] = [loadavg()]
+
+    def balances(i: int, deadline: float) -> None:
+        while time.monotonic() < deadline:
+            samples["balances"].timed(lambda: sellers[i].call("GET", "balances/"))
+
+    def resting(i: int, deadline: float) -> None:
+        # Far from the touch on both sides: they rest, and never meet the crossing phases' orders.
+        k = 0
+        while time.monotonic() < deadline:
+            trader, side, price = (buyers[i], "Buy", "40000") if k % 2 else (sellers[i], "Sell", "60000")
+            samples["orders"].timed(lambda t=trader, s=side, p=price: t.order(s, p))
+            k += 1
+
+    pairs = {"settle": [0] * n, "latency": [0] * n}
+
+    def crossing(name: str, interval: float) -> Callable[[int, float], None]:
+        def send(i: int, deadline: float) -> None:
+            start = time.monotonic()
+            k = 0
+            while time.monotonic() < deadline:
+                if interval:
+                    wait = start + k * interval - time.monotonic()
+                    if wait > 0:
+                        time.sleep(wait)
+                sell = samples[name].timed(lambda: sellers[i].order("Sell", CROSS_PRICE))
+                buy = samples[name].timed(lambda: buyers[i].order("Buy", CROSS_PRICE))
+                if sell.status_code == buy.status_code == 201:
+                    pairs[name][i] += 1
+                k += 1
+
+        return send
+
+    def phase(name: str, seconds: float, target: Callable[[int, float], None]) -> tuple[float, float]:
+        started = time.time()
+        run_threads(name, seconds, target, n, samples[name])
+        ended = time.time()
+        phases[name] = {"started": started, "ended": ended, **summary(samples[name], started, ended)}
+        loads.append(loadavg())
+        return started, ended
+
+    phase("balances", args.balances_seconds, balances)
+    phase("orders", args.orders_seconds, resting)
+
+    before = sum(buyer.fills() for buyer in buyers)
+    started, ended = phase("settle", args.settle_seconds, crossing("settle", 0.0))
+    expected = before + sum(pairs["settle"])
+    progress = Progress("visible", 0)
+    while (seen := sum(buyer.fills() for buyer in buyers)) < expected:
+        progress.show(f"{seen - before}/{sum(pairs['settle'])} trades visible")
+        if time.time() - ended > 300:
+            break
+        time.sleep(0.2)
+    visible = time.time()
+    progress.close(f"{seen - before}/{sum(pairs['settle'])} trades visible")
+    trades = seen - before
+    phases["settle"].update(
+        pairs=sum(pairs["settle"]),
+        trades=trades,
+        visible_after_s=round(visible - ended, 2),
+        trades_per_s=round(trades / (visible - started), 1),
+    )
+
+    # Pairs per thread per second: `rate` orders/s in all, two orders a pair.
+    interval = 2 * n / args.rate
+    started, ended = phase("latency", args.latency_seconds, crossing("latency", interval))
+    phases["latency"].update(
+        rate=args.rate,
+        orders_per_s=round(len(samples["latency"].rows) / (ended - started), 1),
+        pairs=sum(pairs["latency"]),
+    )
+    settle_by = time.time() + 120
+    while time.time() < settle_by:
+        figures = stages(args.dsn, started, ended)
+        if figures["trades"] >= sum(pairs["latency"]):
+            break
+        time.sleep(0.5)
+
+    result = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": " ".join(sys.argv),
+        "host": host(),
+        "loadavg": loads,
+        "targets": TARGETS,
+        "phases": phases,
+        "stages": {name: stages(args.dsn, phases[name]["started"], phases[name]["ended"]) for name in phases},
+    }
+    first, last = phases["balances"]["started"], time.time()
+    per_second = timeline(args.dsn, first, last)
+    args.json.write_text(json.dumps(result, indent=2) + "\n")
+    plot(args.png, phases, samples, per_second)
+    print("\n".join(table(result)))
+    print(f"\nhost: {result['host']}, load average (1/5/15 min) after each phase: {loads}")
+    print(f"statuses per phase: { {name: phase['statuses'] for name, phase in phases.items()} }")
+    print(f"written: {args.json}, {args.png}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
