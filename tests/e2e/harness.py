@@ -170,9 +170,9 @@ class Exchange:
 
     @classmethod
     @contextlib.contextmanager
-    def running(cls, workdir: Path, **env: str) -> Iterator[Exchange]:
+    def running(cls, workdir: Path, *, database_server: str | None = None, **env: str) -> Iterator[Exchange]:
         """A set-up exchange with every process started; its logs are printed if it fails."""
-        exchange = cls(workdir, extra_env=env)
+        exchange = cls(workdir, database_server=database_server, extra_env=env)
         try:
             exchange.setup()
             exchange.start()

@@ -38,27 +38,17 @@ def services(tmp_path_factory) -> Iterator[PrivateServices]:
 
 @pytest.fixture(scope="module")
 def faulty(services, tmp_path_factory) -> Iterator[Exchange]:
-    exchange = Exchange(
+    with Exchange.running(
         tmp_path_factory.mktemp("faulty"),
         database_server=services.config.database_url,
-        extra_env={
-            **services.env,
-            # An order taken while the broker is away waits for the relay instead of holding the request.
-            "KAFKA_MAX_BLOCK_MS": "1000",
-            "KAFKA_PUBLISH_TIMEOUT": "1",
-            "OUTBOX_RETRY_SECONDS": "3",
-            "ENGINE_SNAPSHOT_SECONDS": "1",
-        },
-    )
-    try:
-        exchange.setup()
-        exchange.start()
+        **services.env,
+        # An order taken while the broker is away waits for the relay instead of holding the request.
+        KAFKA_MAX_BLOCK_MS="1000",
+        KAFKA_PUBLISH_TIMEOUT="1",
+        OUTBOX_RETRY_SECONDS="3",
+        ENGINE_SNAPSHOT_SECONDS="1",
+    ) as exchange:
         yield exchange
-    except BaseException:
-        print(exchange.logs())
-        raise
-    finally:
-        exchange.teardown()
 
 
 @pytest.fixture
