@@ -27,6 +27,7 @@ from accounts.models import (
     DepositAddress,
     LedgerEntry,
     LedgerLine,
+    Login,
     User,
     UserRestriction,
     Withdrawal,
@@ -40,6 +41,7 @@ from accounts.services import (
     deposit_assign,
     deposit_reject,
     deposit_release,
+    user_logins_end,
     user_restrict,
     user_unrestrict,
     withdrawal_approve,
@@ -206,6 +208,9 @@ class UserAdmin(UserRestrictionActions, ChangeHistoryMixin, DjangoUserAdmin):
         # audit row joins it.
         super().save_related(request, form, formsets, change)
         details = access_change_details(form, AUDITED_FIELDS)
+        if change and "is_active" in details and not form.instance.is_active:
+            # A deactivated user's tokens stop at once: authentication reads no user row.
+            user_logins_end(user=form.instance, reason=Login.EndReason.DEACTIVATED)
         if details:
             user = form.instance
             audit_record(

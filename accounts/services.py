@@ -3,7 +3,7 @@
 import re
 from collections import defaultdict
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import structlog
@@ -36,6 +36,7 @@ from accounts.models import (
     UserRestriction,
     Withdrawal,
 )
+from core import sql
 from core.api import decimal_str
 from core.errors import Conflict, Forbidden, InsufficientFunds, InvalidRequest, NotFound, Unauthorized
 
@@ -107,11 +108,65 @@ def ledger_post(*, kind: str, reference: str, moves: Iterable[Move]) -> LedgerEn
     return entry
 
 
-def funds_lock(*, user: User, asset: Asset | str, amount: Decimal, kind: str, reference: str) -> LedgerEntry:
-    """Move `amount` from the user's available to their locked account."""
-    available = account_get(user=user, asset=asset, kind=Account.Kind.AVAILABLE)
-    locked = account_get(user=user, asset=asset, kind=Account.Kind.LOCKED)
-    return ledger_post(kind=kind, reference=reference, moves=[(available, -amount), (locked, amount)])
+def funds_lock_steps(
+    *, user_id: int, moves: list[tuple[str, str, Decimal]], available: dict[str, int], kind: str, now: datetime
+) -> tuple[str, list]:
+    """Move amounts of one user from available to locked, as steps of the caller's single statement:
+    CTEs (`sql, params`) that move each `(reference, asset, amount)` from the available account (its
+    id in `available`, which the caller has locked and checked) to the locked one, created on first
+    use, with a balanced ledger entry per reference. The caller's statement ends with a query of `lines` (one row
+    per ledger line written)."""
+    per_asset: dict[str, Decimal] = defaultdict(Decimal)
+    for _, asset, amount in moves:
+        per_asset[asset] += amount
+    account, entry, line = sql.table(Account), sql.table(LedgerEntry), sql.table(LedgerLine)
+    # The tables are the models'; every value is a parameter.
+    steps = f"""
+  debits AS (
+    UPDATE {account} a SET balance = a.balance - d.amount, updated_at = %s
+    FROM unnest(%s::bigint[], %s::numeric[]) AS d(id, amount) WHERE a.id = d.id
+  ),
+  credits AS (
+    INSERT INTO {account} (user_id, asset_id, kind, balance, updated_at)
+    SELECT %s, d.asset, %s, d.amount, %s FROM unnest(%s::varchar[], %s::numeric[]) AS d(asset, amount)
+    ON CONFLICT (user_id, asset_id, kind) WHERE user_id IS NOT NULL
+    DO UPDATE SET balance = {account}.balance + EXCLUDED.balance, updated_at = EXCLUDED.updated_at
+    RETURNING id, asset_id
+  ),
+  moves AS (
+    SELECT * FROM unnest(%s::varchar[], %s::varchar[], %s::numeric[], %s::bigint[])
+    AS m(reference, asset, amount, source)
+  ),
+  entries AS (
+    INSERT INTO {entry} (kind, reference, created_at) SELECT %s, m.reference, %s FROM moves m
+    RETURNING id, reference
+  ),
+  lines AS (
+    INSERT INTO {line} (entry_id, account_id, asset_id, amount)
+    SELECT e.id, d.account_id, m.asset, d.amount
+    FROM entries e JOIN moves m USING (reference)
+    JOIN LATERAL (
+      SELECT m.source, -m.amount UNION ALL SELECT c.id, m.amount FROM credits c WHERE c.asset_id = m.asset
+    ) AS d(account_id, amount) ON true
+    RETURNING 1
+  )"""  # noqa: S608
+    params = [
+        now,
+        [available[asset] for asset in per_asset],
+        list(per_asset.values()),
+        user_id,
+        Account.Kind.LOCKED,
+        now,
+        list(per_asset),
+        list(per_asset.values()),
+        [reference for reference, _, _ in moves],
+        [asset for _, asset, _ in moves],
+        [amount for _, _, amount in moves],
+        [available[asset] for _, asset, _ in moves],
+        kind,
+        now,
+    ]
+    return steps, params
 
 
 def funds_release(*, user: User, asset: Asset | str, amount: Decimal, kind: str, reference: str) -> LedgerEntry:
@@ -515,7 +570,7 @@ def withdrawal_request(*, user: User, asset: Asset, amount: Decimal, address: st
         address=address,
         needs_second_approval=amount > asset.withdrawal_four_eyes_threshold,
     )
-    # funds_lock's move, with the accounts already in hand.
+    # Available to locked, with the accounts already in hand.
     ledger_post(
         kind=LedgerEntry.Kind.WITHDRAWAL_LOCK,
         reference=f"withdrawal:{withdrawal.pk}",

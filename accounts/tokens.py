@@ -4,7 +4,7 @@ Every token names its login (`login` claim) and the time of the sign-in with a p
 it (`auth_time`); both are copied into every refreshed token and every access token. No token
 expires later than its login (`Login.expires_at`, `JWT_LOGIN_LIFETIME` after `auth_time`).
 
-A login that ended (logout, a reused refresh token, a new password) must stop its access tokens at
+A login that ended (logout, a reused refresh token, a new password, the user deactivated) must stop its access tokens at
 once, without a database read per request: its id goes into Redis for as long as any of its access
 tokens can live, and the authentication class looks there (one round trip for the login and the
 token's own id). Redis keeps nothing on disk, so a marker key says the list is complete: when it is
@@ -28,7 +28,7 @@ from rest_framework_simplejwt.token_blacklist.models import OutstandingToken
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken, Token
 from rest_framework_simplejwt.utils import datetime_from_epoch, datetime_to_epoch
 
-from accounts.models import Login
+from accounts.models import Login, User
 
 log = structlog.get_logger(__name__)
 
@@ -143,7 +143,18 @@ def login_ended(token: Token) -> bool:
 
 
 class LoginAuthentication(JWTAuthentication):
-    """SimpleJWT's bearer token authentication, refusing tokens of a login that has ended."""
+    """SimpleJWT's bearer token authentication, refusing tokens of a login that has ended.
+
+    The token's claims are enough to know whose request it is: the user is not read from the
+    database (`User.from_token`). A login ends when its user is deactivated, as when their password
+    changes, so the Redis check also stands for SimpleJWT's `is_active` read.
+    """
+
+    def get_user(self, validated_token: Token) -> User:
+        user_id = validated_token.get(api_settings.USER_ID_CLAIM)
+        if user_id is None or not str(user_id).isdigit():
+            raise InvalidToken("Token contained no recognizable user identification")
+        return User.from_token(user_id)
 
     def get_validated_token(self, raw_token: bytes) -> Token:
         token = super().get_validated_token(raw_token)

@@ -118,6 +118,15 @@ def _headline(detail: Any, fields: Any) -> tuple[str, str]:
     return "invalid", _first_message(fields)
 
 
+def validation_error_body(detail: Any) -> dict[str, Any]:
+    """The error a serializer's `errors` (or a ValidationError's detail) answers."""
+    fields = _flatten(detail)
+    if not isinstance(fields, dict):
+        fields = {"non_field_errors": fields if isinstance(fields, list) else [fields]}
+    code, message = _headline(detail, fields)
+    return error_body(code, message, fields)
+
+
 def exception_handler(exc: Exception, context: dict) -> Response | None:
     if isinstance(exc, ExchangeError):
         return Response(error_body(exc.code, exc.message, exc.fields), status=exc.status_code)
@@ -147,11 +156,7 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
     if response is None:
         return None
     if isinstance(exc, exceptions.ValidationError):
-        fields = _flatten(exc.detail)
-        if not isinstance(fields, dict):
-            fields = {"non_field_errors": fields if isinstance(fields, list) else [fields]}
-        code, message = _headline(exc.detail, fields)
-        response.data = error_body(code, message, fields)
+        response.data = validation_error_body(exc.detail)
         return response
 
     detail = exc.detail if isinstance(exc, exceptions.APIException) else str(exc)

@@ -16,7 +16,7 @@ from accounts.apis import (
     WithdrawalsApi,
 )
 from exchange import health
-from matching.apis import MarketDepthApi, MarketsApi, OrderDetailApi, OrdersApi
+from matching.apis import MarketDepthApi, MarketsApi, OrderDetailApi, OrdersApi, OrdersBatchApi
 from settlement.apis import FillsApi, MarketTradesApi
 
 api = [
@@ -35,6 +35,7 @@ api = [
     path("markets/<str:symbol>/depth/", MarketDepthApi.as_view(), name="market-depth"),
     path("markets/<str:symbol>/trades/", MarketTradesApi.as_view(), name="market-trades"),
     path("orders/", OrdersApi.as_view(), name="orders"),
+    path("orders/batch/", OrdersBatchApi.as_view(), name="orders-batch"),
     path("orders/<int:order_id>/", OrderDetailApi.as_view(), name="order-detail"),
     path("trades/", FillsApi.as_view(), name="fills"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),

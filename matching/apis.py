@@ -1,4 +1,4 @@
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
@@ -8,16 +8,17 @@ from rest_framework.views import APIView
 from core.api import (
     AmountField,
     CaseInsensitiveChoiceField,
+    ErrorDetailSerializer,
     ErrorSerializer,
     LimitSerializer,
     QuerySerializer,
     StrictSerializer,
 )
-from core.errors import NotFound
+from core.errors import ExchangeError, NotFound, error_body, validation_error_body
 from core.throttling import AnonRateThrottle, ScopedRateThrottle, UserRateThrottle
 from matching.models import Market, Order
 from matching.selectors import market_depth, market_get, orders_for_user
-from matching.services import order_cancel, order_place, orders_cancel_all
+from matching.services import OrderRequest, order_cancel, order_place, orders_cancel_all, orders_place
 
 
 class MarketsApi(APIView):
@@ -180,6 +181,77 @@ class OrdersApi(APIView):
         return Response(
             OrderOutputSerializer(order).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
         )
+
+
+BATCH_LIMIT = 100
+
+
+class OrdersBatchApi(APIView):
+    """Many orders in one request: each is checked, locked and placed, or refused, on its own, in the
+    order given, and the answer holds one result per order at the same position."""
+
+    throttle_classes = [AnonRateThrottle, UserRateThrottle, ScopedRateThrottle]
+    throttle_scope = "orders"
+
+    class InputSerializer(StrictSerializer):
+        orders = serializers.ListField(
+            child=serializers.DictField(), min_length=1, max_length=BATCH_LIMIT, help_text="The orders, in order."
+        )
+
+    class SchemaInputSerializer(StrictSerializer):
+        """What the schema shows: each item is an order as `POST /api/orders/` takes it. Items are
+        read one by one, so one malformed item is refused in its own result, not the whole batch."""
+
+        orders = OrdersApi.InputSerializer(many=True, min_length=1, max_length=BATCH_LIMIT)
+
+    class ResultSerializer(serializers.Serializer):
+        status = serializers.IntegerField(
+            help_text="What `POST /api/orders/` would have answered: 201 placed, 200 the cid's earlier order, "
+            "4xx refused (nothing changed for this order)."
+        )
+        order = OrderOutputSerializer(allow_null=True)
+        error = ErrorDetailSerializer(allow_null=True, help_text="Why it was refused, as in every error answer.")
+
+    @extend_schema(
+        request=SchemaInputSerializer,
+        responses={200: inline_serializer("OrdersBatchOutput", {"results": ResultSerializer(many=True)})},
+        operation_id="orders_batch",
+        description=f"Place up to {BATCH_LIMIT} orders. Each gets its own result, at its position: the order "
+        "(201, or 200 when its `cid` was used before) or the error that refused it. A batch counts as one "
+        "request against the `orders` rate limit.",
+    )
+    def post(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        items = data.validated_data["orders"]
+        results: list[dict | None] = [None] * len(items)
+        requests: list[OrderRequest] = []
+        positions: list[int] = []
+        for position, item in enumerate(items):
+            order = OrdersApi.InputSerializer(data=item)
+            if order.is_valid():
+                requests.append(OrderRequest(**order.validated_data))
+                positions.append(position)
+            else:
+                results[position] = {
+                    "status": 400,
+                    "order": None,
+                    "error": validation_error_body(order.errors)["error"],
+                }
+        placements = orders_place(user=request.user, requests=requests) if requests else []
+        for position, placement in zip(positions, placements, strict=True):
+            results[position] = _result(placement.order, placement.created, placement.error)
+        return Response({"results": results})
+
+
+def _result(order: Order | None, created: bool, error: ExchangeError | None) -> dict:
+    if error is not None:
+        return {
+            "status": error.status_code,
+            "order": None,
+            "error": error_body(error.code, error.message, error.fields)["error"],
+        }
+    return {"status": 201 if created else 200, "order": OrderOutputSerializer(order).data, "error": None}
 
 
 class OrderDetailApi(APIView):

@@ -2,6 +2,7 @@
 after commit, through the outbox."""
 
 import atexit
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -11,9 +12,10 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from accounts.models import AMOUNT_LIMIT, Asset, LedgerEntry, User
-from accounts.services import audit_record, funds_lock, funds_release, operator_check
-from core.errors import Conflict, Forbidden, InvalidRequest, NotFound
+from accounts.models import AMOUNT_LIMIT, Account, Asset, LedgerEntry, User
+from accounts.services import audit_record, funds_lock_steps, funds_release, operator_check
+from core import sql
+from core.errors import Conflict, ExchangeError, Forbidden, InsufficientFunds, InvalidRequest, NotFound, Unauthorized
 from core.kafka import client, topics
 from matching import schemas
 from matching.engine import AddMarket, CancelAll, CancelOrder, Command, Engine, HaltMarket, NewOrder, ResumeMarket
@@ -290,95 +292,279 @@ def _order_validate(
     return quote_quantity
 
 
-def _open_orders_check(*, user: User) -> None:
-    """Refuse an order that takes the user past MAX_OPEN_ORDERS_PER_USER live orders, counting the one
-    being placed.
+@dataclass(frozen=True)
+class OrderRequest:
+    """One order as a client asks for it (`POST /api/orders/`, or one item of a batch)."""
 
-    Called after `funds_lock`, whose conditional update holds the user's account row until commit: a
-    concurrent placement locking the same asset waits there and then counts this order, so two
-    cannot both pass the cap. Placements locking different assets (a buy and a sell) do not wait for
-    each other and may pass it by one each. One statement on the (user, status) index, stopped at
-    cap + 1 rows.
-    """
-    cap = settings.MAX_OPEN_ORDERS_PER_USER
-    if Order.objects.filter(user=user, status__in=Order.LIVE_STATUSES)[: cap + 1].count() > cap:
-        raise Conflict(
-            "too_many_open_orders", f"At most {cap} orders may be open at once; cancel one or wait for fills."
-        )
+    cid: str
+    symbol: str
+    side: str
+    order_type: str
+    price: Decimal | None = None
+    quantity: Decimal | None = None
+    quote_quantity: Decimal | None = None
+    time_in_force: str = Order.TimeInForce.GTC
+    post_only: bool = False
+    stp: str = Order.SelfTrade.CANCEL_INCOMING
 
 
-def order_place(
-    *,
-    user: User,
-    cid: str,
-    symbol: str,
-    side: str,
-    order_type: str,
-    price: Decimal | None = None,
-    quantity: Decimal | None = None,
-    quote_quantity: Decimal | None = None,
-    time_in_force: str = Order.TimeInForce.GTC,
-    post_only: bool = False,
-    stp: str = Order.SelfTrade.CANCEL_INCOMING,
-) -> tuple[Order, bool]:
-    """Validate, lock the funds, save the order and queue it for the engine, all or nothing.
+@dataclass
+class Placement:
+    """What became of one request: the order (`created` False when its cid was already used), or the
+    error that refused it, which changed nothing."""
 
-    A cid the user already used returns that first order (`created` False) and changes nothing.
-    """
-    existing = Order.objects.filter(user=user, cid=cid).first()
-    if existing is not None:
-        return existing, False
-    if user.trading_restricted:
-        raise Forbidden("trading_restricted", "Trading is restricted on this account.")
-    market = Market.objects.select_related("base", "quote").filter(pk=symbol).first()
-    if market is None:
-        raise InvalidRequest("unknown_symbol", f"No market {symbol!r}.", field="symbol")
-    if order_type == Order.Type.MARKET and time_in_force == Order.TimeInForce.GTC:
+    order: Order | None = None
+    created: bool = False
+    error: ExchangeError | None = None
+
+
+@dataclass
+class _Plan:
+    request: OrderRequest
+    market: Market
+    time_in_force: str
+    to_lock: Decimal
+
+    @property
+    def lock_asset_id(self) -> str:
+        return self.market.quote_id if self.request.side == Order.Side.BUY else self.market.base_id
+
+
+def _order_plan(request: OrderRequest, market: Market) -> _Plan:
+    time_in_force = request.time_in_force
+    if request.order_type == Order.Type.MARKET and time_in_force == Order.TimeInForce.GTC:
         time_in_force = Order.TimeInForce.IOC
     to_lock = _order_validate(
         market=market,
-        side=side,
-        order_type=order_type,
-        price=price,
-        quantity=quantity,
-        quote_quantity=quote_quantity,
+        side=request.side,
+        order_type=request.order_type,
+        price=request.price,
+        quantity=request.quantity,
+        quote_quantity=request.quote_quantity,
         time_in_force=time_in_force,
-        post_only=post_only,
+        post_only=request.post_only,
     )
-    try:
-        with transaction.atomic():
-            order = Order.objects.create(
-                user=user,
-                market=market,
-                cid=cid,
-                side=side,
-                order_type=order_type,
-                time_in_force=time_in_force,
-                post_only=post_only,
-                stp=stp,
-                price=price,
-                quantity=quantity,
-                quote_quantity=quote_quantity,
-                locked=to_lock,
-                maker_fee_rate=market.maker_fee,
-                taker_fee_rate=market.taker_fee,
-            )
-            funds_lock(
-                user=user,
-                asset=market.quote if side == Order.Side.BUY else market.base,
-                amount=to_lock,
-                kind=LedgerEntry.Kind.ORDER_LOCK,
-                reference=f"order:{order.pk}",
-            )
-            _open_orders_check(user=user)
-            outbox_add(order_command(order))
-    except IntegrityError:
-        # The same cid raced in from a second request; the first one won.
-        existing = Order.objects.filter(user=user, cid=cid).first()
-        if existing is None:
-            raise
-        return existing, False
-    return order, True
+    return _Plan(request=request, market=market, time_in_force=time_in_force, to_lock=to_lock)
+
+
+# The first statement of a placement reads the markets named and locks the owner's available and
+# locked accounts of the assets the orders lock, in primary-key order as every writer of balances
+# locks them. The second, which starts once those locks are held and so sees everything committed by a
+# placement that held them before, reads the owner's state: whether they may trade, how many orders
+# they hold open (counted up to the cap), which of the cids they already used, their balances, and ids
+# for the new orders.
+_LOCK_SQL = f"""
+SELECT
+  (SELECT json_object_agg(m.symbol, json_build_array(m.base_id, m.quote_id, m.tick_size::text,
+     m.lot_size::text, m.min_notional::text, m.maker_fee::text, m.taker_fee::text, m.status))
+   FROM {sql.table(Market)} m WHERE m.symbol = ANY(%(symbols)s)),
+  ARRAY(SELECT a.id FROM {sql.table(Account)} a
+     WHERE a.user_id = %(user)s AND a.kind IN ('available', 'locked') AND a.asset_id IN (
+       SELECT CASE WHEN r.side = 'buy' THEN m.quote_id ELSE m.base_id END
+       FROM unnest(%(symbols)s::varchar[], %(sides)s::varchar[]) AS r(symbol, side)
+       JOIN {sql.table(Market)} m USING (symbol))
+     ORDER BY a.id FOR UPDATE)
+"""  # noqa: S608 - the tables are the models'; every value is a parameter
+_OWNER_SQL = f"""
+SELECT u.is_active, u.trading_restricted,
+  (SELECT count(*) FROM (
+     SELECT 1 FROM {sql.table(Order)} o WHERE o.user_id = u.id AND o.status = ANY(%(live)s) LIMIT %(cap)s
+   ) live),
+  (SELECT json_object_agg(o.cid, o.id) FROM {sql.table(Order)} o WHERE o.user_id = u.id AND o.cid = ANY(%(cids)s)),
+  (SELECT json_agg(json_build_array(a.id, a.asset_id, a.kind, a.balance::text))
+     FROM {sql.table(Account)} a WHERE a.id = ANY(%(accounts)s)),
+  ARRAY(SELECT nextval(pg_get_serial_sequence(%(orders)s, 'id')) FROM generate_series(1, %(count)s))
+FROM {sql.table(User)} u WHERE u.id = %(user)s
+"""  # noqa: S608 - the tables are the models'; every value is a parameter
+
+_ORDER_FIELDS = (
+    "id", "user", "market", "cid", "side", "order_type", "time_in_force", "post_only", "stp", "price",
+    "quantity", "quote_quantity", "filled", "filled_quote", "fee", "locked", "maker_fee_rate",
+    "taker_fee_rate", "status", "reason", "resends", "created_at", "updated_at",
+)  # fmt: skip
+_OUTBOX_FIELDS = ("topic", "key", "payload", "created_at", "attempts", "last_error")
+
+
+def _placements_write(
+    *, user_id: int, orders: list[Order], accounts: dict[tuple[str, str], int], now: datetime
+) -> None:
+    """One statement: the orders, their commands in the outbox, and what each locks moved from its
+    owner's available account to their locked one (`funds_lock_steps`). The available accounts are
+    the ones `_LOCK_SQL` locked and the balance check was made on; the database's non-negative
+    constraint stands behind it."""
+    orders_sql, orders_params = sql.insert_rows(
+        Order, _ORDER_FIELDS, [[getattr(o, Order._meta.get_field(f).attname) for f in _ORDER_FIELDS] for o in orders]
+    )
+    outbox_sql, outbox_params = sql.insert_rows(
+        OutboxMessage,
+        _OUTBOX_FIELDS,
+        [(topics.ORDERS, o.market_id, schemas.encode_command(order_command(o)), now, 0, "") for o in orders],
+    )
+    funds_sql, funds_params = funds_lock_steps(
+        user_id=user_id,
+        moves=[(f"order:{o.pk}", o.lock_asset_id, o.locked) for o in orders],
+        available={asset: pk for (asset, kind), pk in accounts.items() if kind == Account.Kind.AVAILABLE},
+        kind=LedgerEntry.Kind.ORDER_LOCK,
+        now=now,
+    )
+    statement = f"WITH new_orders AS ({orders_sql}), commands AS ({outbox_sql}), {funds_sql} SELECT count(*) FROM lines"  # noqa: S608
+    with connection.cursor() as cursor:
+        cursor.execute(statement, [*orders_params, *outbox_params, *funds_params])
+        (lines,) = cursor.fetchone()
+    if lines != 2 * len(orders):
+        raise RuntimeError(f"order placement wrote {lines} ledger lines for {len(orders)} orders")
+
+
+def _plans_make(requests: list[OrderRequest], markets: dict[str, list[str]]) -> list[_Plan | ExchangeError]:
+    """Each request checked against its market as it is now, or the error that refuses it."""
+    plans: list[_Plan | ExchangeError] = []
+    for request in requests:
+        row = markets.get(request.symbol)
+        if row is None:
+            plans.append(InvalidRequest("unknown_symbol", f"No market {request.symbol!r}.", field="symbol"))
+            continue
+        base, quote, *amounts, status = row
+        tick_size, lot_size, min_notional, maker_fee, taker_fee = (Decimal(amount) for amount in amounts)
+        market = Market(
+            symbol=request.symbol,
+            base_id=base,
+            quote_id=quote,
+            tick_size=tick_size,
+            lot_size=lot_size,
+            min_notional=min_notional,
+            maker_fee=maker_fee,
+            taker_fee=taker_fee,
+            status=status,
+        )
+        try:
+            plans.append(_order_plan(request, market))
+        except ExchangeError as exc:
+            plans.append(exc)
+    return plans
+
+
+def _placements_decide(
+    *, user_id: int, requests: list[OrderRequest], now: datetime
+) -> tuple[list[Placement], dict[int, int]]:
+    """Inside the transaction: lock, read the owner's state, then take the requests in order, each
+    placed or refused on its own, and write every placed one in one statement. Returns the results
+    and, by position, the ids of the earlier orders whose cids came again."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _LOCK_SQL, {"user": user_id, "symbols": [r.symbol for r in requests], "sides": [r.side for r in requests]}
+        )
+        markets, account_ids = cursor.fetchone()
+        cursor.execute(
+            _OWNER_SQL,
+            {
+                "user": user_id,
+                "live": list(Order.LIVE_STATUSES),
+                "cap": settings.MAX_OPEN_ORDERS_PER_USER,
+                "cids": [r.cid for r in requests],
+                "accounts": account_ids,
+                "orders": Order._meta.db_table,
+                "count": len(requests),
+            },
+        )
+        row = cursor.fetchone()
+    if row is None:
+        raise Unauthorized("user_not_found", "The account of this token no longer exists.")
+    is_active, restricted, open_count, used_cids, account_rows, ids = row
+    used_cids, free_ids, cap = used_cids or {}, iter(ids), settings.MAX_OPEN_ORDERS_PER_USER
+    accounts = {(asset, kind): pk for pk, asset, kind, _ in account_rows or []}
+    available = {asset: Decimal(balance) for _, asset, kind, balance in account_rows or [] if kind == "available"}
+    plans = _plans_make(requests, markets or {})
+
+    results: list[Placement] = []
+    earlier: dict[int, int] = {}
+    placed: dict[str, Order] = {}
+    for position, (request, plan) in enumerate(zip(requests, plans, strict=True)):
+        if request.cid in placed:  # the same cid twice in one batch: the second is a retry of the first
+            results.append(Placement(order=placed[request.cid]))
+            continue
+        if request.cid in used_cids:
+            earlier[position] = used_cids[request.cid]
+            results.append(Placement())
+            continue
+        if not is_active:
+            results.append(Placement(error=Forbidden("account_disabled", "This account is disabled.")))
+            continue
+        if restricted:
+            results.append(Placement(error=Forbidden("trading_restricted", "Trading is restricted on this account.")))
+            continue
+        if isinstance(plan, ExchangeError):
+            results.append(Placement(error=plan))
+            continue
+        asset = plan.lock_asset_id
+        if available.get(asset, Decimal(0)) < plan.to_lock:
+            results.append(Placement(error=InsufficientFunds(asset=asset, needed=plan.to_lock)))
+            continue
+        if open_count >= cap:
+            message = f"At most {cap} orders may be open at once; cancel one or wait for fills."
+            results.append(Placement(error=Conflict("too_many_open_orders", message)))
+            continue
+        available[asset] -= plan.to_lock
+        open_count += 1
+        order = Order(
+            pk=next(free_ids),
+            user_id=user_id,
+            market=plan.market,
+            cid=request.cid,
+            side=request.side,
+            order_type=request.order_type,
+            time_in_force=plan.time_in_force,
+            post_only=request.post_only,
+            stp=request.stp,
+            price=request.price,
+            quantity=request.quantity,
+            quote_quantity=request.quote_quantity,
+            locked=plan.to_lock,
+            maker_fee_rate=plan.market.maker_fee,
+            taker_fee_rate=plan.market.taker_fee,
+            created_at=now,
+            updated_at=now,
+        )
+        placed[request.cid] = order
+        results.append(Placement(order=order, created=True))
+    if placed:
+        _placements_write(user_id=user_id, orders=list(placed.values()), accounts=accounts, now=now)
+    return results, earlier
+
+
+def orders_place(*, user: User, requests: list[OrderRequest]) -> list[Placement]:
+    """Place each request on its own, in order: validated, its funds locked, saved and queued for the
+    engine, or refused with an error that changes nothing. A cid the user already used answers that
+    first order (`created` False), whatever the request says now.
+
+    A fixed number of statements whatever the number of requests: one transaction of a read of the
+    markets that locks the accounts (`_LOCK_SQL`), a read of the owner's state (`_OWNER_SQL`) and one
+    write of every order placed (`_placements_write`); and a read of the earlier orders when a cid
+    came again. A concurrent request with the same cid makes the write fail on the
+    unique cid; the whole call then runs once more and answers that order.
+    """
+    for attempt in (1, 2):
+        try:
+            with transaction.atomic():
+                results, earlier = _placements_decide(user_id=user.pk, requests=requests, now=timezone.now())
+            break
+        except IntegrityError as exc:
+            constraint = getattr(getattr(exc.__cause__, "diag", None), "constraint_name", None)
+            if attempt == 2 or constraint != "order_unique_cid":
+                raise
+    if earlier:
+        found = Order.objects.select_related("market").in_bulk(set(earlier.values()))
+        for position, order_id in earlier.items():
+            results[position].order = found[order_id]
+    return results
+
+
+def order_place(*, user: User, **request: object) -> tuple[Order, bool]:
+    """Place one order (`orders_place` of one request); its error is raised. Returns the order and
+    whether it is new."""
+    (result,) = orders_place(user=user, requests=[OrderRequest(**request)])
+    if result.error is not None:
+        raise result.error
+    return result.order, result.created
 
 
 @transaction.atomic

@@ -7,9 +7,9 @@ from django.contrib.auth.models import Group, Permission
 from django.test import Client
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from accounts.models import Asset, AuditLog, User
+from accounts.models import Asset, AuditLog, Login, User
 from tests.console.conftest import code, device_for, log_in
-from tests.factories import PASSWORD
+from tests.factories import PASSWORD, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -278,3 +278,15 @@ def test_nobody_but_the_admin_role_resets_a_second_factor_and_never_their_own(st
     assert b"Another administrator resets your own second factor" in refused.content
     assert TOTPDevice.objects.filter(user=admin).exists()
     assert not AuditLog.objects.filter(action="two_factor_reset").exists()
+
+
+def test_deactivating_a_user_ends_their_tokens_at_once(staff, signed_in, client_for) -> None:
+    trader = UserFactory()
+    api = client_for(trader)
+    assert api.get("/api/balances/").status_code == 200
+
+    assert post_change(signed_in(staff("admin")), trader, is_active=False).status_code == 302
+
+    refused = api.get("/api/balances/")
+    assert (refused.status_code, refused.json()["error"]["code"]) == (401, "login_ended")
+    assert Login.objects.get(user=trader).end_reason == Login.EndReason.DEACTIVATED

@@ -12,6 +12,7 @@ from django.conf import settings
 from django.contrib.auth.forms import AdminPasswordChangeForm
 from django.core.cache import cache
 from django.db import IntegrityError, connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.test import APIClient
 from rest_framework_simplejwt import tokens as simplejwt_tokens
@@ -413,3 +414,17 @@ def test_the_migration_names_existing_case_duplicates_instead_of_failing_obscure
 
     with pytest.raises(RuntimeError, match="erin"):
         migration.refuse_case_duplicates(apps, None)
+
+
+# --- 7. the token says who it is; the database is read only for what it does not say ---------------
+
+
+def test_the_user_of_a_token_is_read_from_the_database_only_when_needed_and_then_whole() -> None:
+    stored = UserFactory(trading_restricted=True)
+    user = User.from_token(stored.pk)
+    with CaptureQueriesContext(connection) as queries:
+        assert user.pk == stored.pk
+    assert len(queries) == 0
+    with CaptureQueriesContext(connection) as queries:
+        assert (user.username, user.trading_restricted, user.is_active) == (stored.username, True, True)
+    assert len(queries) == 1
