@@ -11,6 +11,6 @@ class AccountsConfig(AppConfig):
         from accounts.models import MONEY_PRECISION
 
         # DefaultContext is the prototype of every thread's context created from now on (gunicorn's
-        # and Celery's threads, the outbox publisher); the current thread already has its own.
+        # and Celery's threads); the current thread already has its own.
         decimal.DefaultContext.prec = MONEY_PRECISION
         decimal.getcontext().prec = MONEY_PRECISION

@@ -5,7 +5,7 @@ anyone who can write a key in Redis could then run code in every API process and
 are JSON (ints stay raw, as Django stores them, so `incr` keeps working), and a value that is not
 JSON (a planted pickle, or one left by an older version) is treated as absent, never unpickled.
 
-What the project caches is plain data: rate-limit histories (lists of floats), the book depth and the
+What the project caches is plain data: rate-limit counters (ints), the book depth and the
 matching worker's state (dicts of strings and ints). Anything else fails loudly when it is written.
 """
 

@@ -218,10 +218,6 @@ CELERY_BEAT_SCHEDULE = {
         "task": "settlement.tasks.settle_backlog",
         "schedule": env.float("SETTLE_SWEEP_SECONDS", default=5.0),
     },
-    "relay-outbox": {
-        "task": "matching.tasks.outbox_relay",
-        "schedule": env.float("OUTBOX_RELAY_SECONDS", default=2.0),
-    },
     "reconcile": {
         "task": "settlement.tasks.reconcile",
         "schedule": env.float("RECONCILE_SECONDS", default=60.0),
@@ -266,7 +262,7 @@ KAFKA = {
         "fetch_max_wait_ms": 50,
         "bootstrap_timeout_ms": env.int("KAFKA_BOOTSTRAP_TIMEOUT_MS", default=5_000),
     },
-    # Seconds the API waits for the broker to acknowledge an order before leaving it to the relay.
+    # Seconds the outbox relay waits for the broker to acknowledge a batch before sending the rest again.
     "PUBLISH_TIMEOUT": env.float("KAFKA_PUBLISH_TIMEOUT", default=2.0),
 }
 
@@ -299,6 +295,10 @@ SETTLEMENT_BATCH_SIZE = env.int("SETTLEMENT_BATCH_SIZE", default=500)
 # An order still pending after this many seconds is published again by the relay; the engine drops
 # the copy if it already has the order.
 OUTBOX_RETRY_SECONDS = env.float("OUTBOX_RETRY_SECONDS", default=5.0)
+# The outbox relay (`run_outbox_relay`): the most rows it publishes as one batch.
+OUTBOX_BATCH_SIZE = env.int("OUTBOX_BATCH_SIZE", default=500)
+if OUTBOX_BATCH_SIZE < 1:
+    raise ImproperlyConfigured("OUTBOX_BATCH_SIZE must be at least 1.")
 # Live orders (pending, open, partially filled) one user may hold; one more is 409
 # `too_many_open_orders`. Each resting order costs the engine's memory and every snapshot.
 MAX_OPEN_ORDERS_PER_USER = env.int("MAX_OPEN_ORDERS_PER_USER", default=200)

@@ -1,7 +1,6 @@
 """Writes to markets and orders. Each public function is one transaction; Kafka hears about it only
 after commit, through the outbox."""
 
-import atexit
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -20,7 +19,6 @@ from core.kafka import client, topics
 from matching import schemas
 from matching.engine import AddMarket, CancelAll, CancelOrder, Command, Engine, HaltMarket, NewOrder, ResumeMarket
 from matching.models import EngineSnapshot, Market, Order, OutboxMessage
-from matching.publisher import EXIT_WAIT_SECONDS, OutboxPublisher
 
 log = structlog.get_logger(__name__)
 
@@ -41,52 +39,54 @@ def steps(value: Decimal, step: Decimal, *, field: str, what: str) -> int:
 
 
 def outbox_add(command: Command) -> OutboxMessage:
-    """Queue a command for the engine in the caller's transaction; it is sent once that commits."""
-    message = OutboxMessage.objects.create(
+    """Queue a command for the engine in the caller's transaction. The insert wakes the relay
+    process (a trigger notifies it at commit), which publishes it; nothing is sent from here."""
+    return OutboxMessage.objects.create(
         topic=topics.ORDERS, key=command.market, payload=schemas.encode_command(command)
     )
-    transaction.on_commit(lambda: publisher.submit([message.pk]))
-    return message
 
 
-def outbox_publish(*, ids: list[int]) -> int:
-    """Send the given outbox rows that are not yet acknowledged; mark each one the broker accepted.
+@dataclass(frozen=True, slots=True)
+class OutboxPass:
+    """What one pass of the relay did: rows it took, and how many of them, from the first on, the
+    broker acknowledged (and were marked published)."""
 
-    Runs outside any transaction. A row sent twice (a crash after send, before marking) is dropped
-    by the engine as a duplicate order id.
+    taken: int
+    sent: int
+
+    @property
+    def failed(self) -> bool:
+        return self.sent < self.taken
+
+
+def outbox_relay_batch(*, limit: int) -> OutboxPass:
+    """Publish up to `limit` unpublished outbox rows, oldest first, as one batch: send them all,
+    wait for the broker, then mark every acknowledged one in a single UPDATE. At the first row the
+    broker did not acknowledge it stops: that row and every later one stay for the next pass.
+
+    Two statements per pass (three when the broker fails). A row is marked only after the broker
+    acknowledged it; if the process dies between the two, the row is sent again and the engine drops
+    the copy (a duplicate order id). Only the relay process calls it (one at a time: see
+    `run_outbox_relay`), outside any transaction.
     """
-    sent = 0
-    for message in OutboxMessage.objects.filter(pk__in=ids, published_at__isnull=True).order_by("pk"):
-        try:
-            client.send(message.topic, message.key, bytes(message.payload))
-        except Exception as exc:  # noqa: BLE001 - any broker failure leaves the row to the relay
-            log.warning("outbox_publish_failed", outbox_id=message.pk, error=repr(exc))
-            OutboxMessage.objects.filter(pk=message.pk).update(
-                attempts=message.attempts + 1, last_error=repr(exc)[:255]
-            )
-            client.reset_producer()
-            break
-        sent += OutboxMessage.objects.filter(pk=message.pk, published_at__isnull=True).update(
-            published_at=timezone.now(), attempts=message.attempts + 1
-        )
-    return sent
-
-
-publisher = OutboxPublisher(lambda ids: outbox_publish(ids=ids))
-atexit.register(publisher.drain, EXIT_WAIT_SECONDS)
-
-
-def outbox_relay(*, older_than: float = 1.0, limit: int = 1000) -> int:
-    """Publish what the after-commit hook did not (the process died, the broker was away), and send
-    again commands that the broker acknowledged but the engine never acted on."""
-    cutoff = timezone.now() - timedelta(seconds=older_than)
-    ids = list(
-        OutboxMessage.objects.filter(published_at__isnull=True, created_at__lt=cutoff)
+    rows = list(
+        OutboxMessage.objects.filter(published_at__isnull=True)
         .order_by("pk")
-        .values_list("pk", flat=True)[:limit]
+        .values_list("pk", "topic", "key", "payload")[:limit]
     )
-    sent = outbox_publish(ids=ids) if ids else 0
-    return sent + orders_resend_stale(limit=limit)
+    if not rows:
+        return OutboxPass(taken=0, sent=0)
+    sent, error = client.send_batch([(topic, key, bytes(payload)) for _, topic, key, payload in rows])
+    if sent:
+        OutboxMessage.objects.filter(pk__in=[row[0] for row in rows[:sent]], published_at__isnull=True).update(
+            published_at=timezone.now(), attempts=F("attempts") + 1
+        )
+    if sent < len(rows):
+        failed = rows[sent][0]
+        log.warning("outbox_publish_failed", outbox_id=failed, sent=sent, left=len(rows) - sent, error=repr(error))
+        OutboxMessage.objects.filter(pk=failed).update(attempts=F("attempts") + 1, last_error=repr(error)[:255])
+        client.reset_producer()
+    return OutboxPass(taken=len(rows), sent=sent)
 
 
 def _resend_due(order: Order, now: datetime) -> bool:

@@ -1,7 +1,7 @@
 """Settings for `make test-fast`: PostgreSQL only. The cache lives in the test process's memory,
 Celery's broker is in memory too, and Kafka clients point at an address where no broker answers,
-so the outbox publisher and the relay fail at once and leave every order to a later relay, as they
-do when the broker is away. Tests that need Redis or the broker are marked `services` and
+so anything that sends fails at once, as it does when the broker is away (no relay runs: orders
+stay in the outbox). Tests that need Redis or the broker are marked `services` and
 deselected."""
 
 import os

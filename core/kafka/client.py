@@ -4,7 +4,7 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import structlog
 from django.conf import settings
@@ -72,6 +72,36 @@ def send(topic: str, key: str, value: bytes, *, timeout: float | None = None) ->
     """Send one message and wait until the broker acknowledged it."""
     future = producer().send(topics.name(topic), key=key.encode(), value=value)
     future.get(timeout=timeout if timeout is not None else settings.KAFKA["PUBLISH_TIMEOUT"])
+
+
+def send_batch(
+    messages: Sequence[tuple[str, str, bytes]], *, timeout: float | None = None
+) -> tuple[int, Exception | None]:
+    """Send `messages` (topic, key, value) together and wait for the broker's answers.
+
+    Returns how many of them, from the first on, the broker acknowledged, and the error of the first
+    one it did not (None when all were). Messages after a failed one may have been written too; the
+    caller treats them as not sent, and sends them again.
+    """
+    wait = timeout if timeout is not None else settings.KAFKA["PUBLISH_TIMEOUT"]
+    futures, error = [], None
+    try:
+        kafka = producer()
+        for topic, key, value in messages:
+            futures.append(kafka.send(topics.name(topic), key=key.encode(), value=value))
+    except Exception as exc:  # noqa: BLE001 - no broker, or no metadata within max_block_ms: the rest is not sent
+        error = exc
+    if not futures:
+        return 0, error
+    deadline = time.monotonic() + wait
+    with contextlib.suppress(Exception):  # a future that is still open below says why
+        kafka.flush(timeout=wait)
+    for done, future in enumerate(futures):
+        try:
+            future.get(timeout=max(deadline - time.monotonic(), 0.001))
+        except Exception as exc:  # noqa: BLE001 - the caller decides what a failure means
+            return done, exc
+    return len(futures), error
 
 
 def consumer(**overrides: object) -> KafkaConsumer:

@@ -62,8 +62,7 @@ def test_limit_buy_locks_its_notional_and_queues_one_command(buyer, client_for, 
         "stp": "cancel_incoming",
         "ts": command["ts"],
     }
-    # The request publishes nothing, not even after its commit: the outbox relay does, in a process
-    # of its own.
+    # The request sends nothing to Kafka, not even after commit: the outbox row is the relay's.
     assert callbacks == []
 
 

@@ -1,7 +1,7 @@
 """The whole exchange as real processes, on a database, topics and queues of its own.
 
-The API (gunicorn), the matching worker, the settlement consumer, a Celery worker, Celery beat and
-the custody simulator run exactly as `make run` starts them (the lines of the Procfile, in the
+The API (gunicorn), the matching worker, the settlement consumer, the outbox relay, a Celery worker,
+Celery beat and the custody simulator run exactly as `make run` starts them (the lines of the Procfile, in the
 environment `exchange.stack` gives them), against the machine's PostgreSQL, Redis and Kafka broker.
 """
 
@@ -77,7 +77,6 @@ class Exchange:
             "THROTTLE_ORDERS": "100000/minute",
             "THROTTLE_AUTH": "100000/minute",
             "ENGINE_SNAPSHOT_SECONDS": "2",
-            "OUTBOX_RELAY_SECONDS": "1",
             "SETTLE_SWEEP_SECONDS": "2",
             "WEB_CONCURRENCY": "2",
             **(extra_env or {}),
@@ -146,7 +145,7 @@ class Exchange:
             proc.wait()
 
     def stop(self) -> None:
-        for name in ("custody", "api", "beat", "celery", "settlement", "engine"):
+        for name in ("custody", "api", "beat", "celery", "relay", "settlement", "engine"):
             if name in self.procs:
                 self.signal(name)
 

@@ -54,7 +54,7 @@ def faulty(services, tmp_path_factory) -> Iterator[Exchange]:
 @pytest.fixture
 def exchange(faulty: Exchange) -> Exchange:
     """The faulty exchange with every process running, whatever the previous scenario left."""
-    missing = [name for name in ("engine", "settlement", "celery", "beat", "api") if name not in faulty.procs]
+    missing = [name for name in ("engine", "settlement", "relay", "celery", "beat", "api") if name not in faulty.procs]
     if missing:
         faulty.start(*missing)
     return faulty

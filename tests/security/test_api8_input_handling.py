@@ -224,8 +224,8 @@ def test_a_credit_that_would_overflow_a_balance_is_a_400_and_changes_nothing(
 
 
 def test_money_arithmetic_is_exact_for_any_two_amounts_in_every_thread():
-    """The product of two amounts of 38 digits has 76; every thread (gunicorn's, Celery's, the
-    publisher's) computes with at least that many."""
+    """The product of two amounts of 38 digits has 76; every thread (gunicorn's, Celery's)
+    computes with at least that many."""
     seen: list[int] = []
     thread = threading.Thread(target=lambda: seen.append(getcontext().prec))
     thread.start()
