@@ -4,18 +4,22 @@
     .venv/bin/python benchmarks/e2e.py --base http://127.0.0.1:8000
 
 Registers and funds traders through the public API (deposits confirmed by the custody simulator
-that `make up` starts), then runs four phases from keep-alive sessions, one per client thread:
+that `make up` starts), then runs five phases from keep-alive sessions, one per client thread:
 
 1. `GET /api/balances/`, the cheapest authenticated call: requests/s and latency;
 2. `POST /api/orders/` with resting limit orders far from the touch: orders/s and latency;
-3. crossing pairs (a sell, then a buy at the same price, from different traders) sent as fast as they
-   are accepted, then waiting until every trade is visible in `GET /api/trades/`: trades/s settled;
-4. crossing orders at a fixed rate (200 orders/s by default): accepted → settled latency.
+3. `POST /api/orders/batch/` with batches of resting limit orders: orders/s;
+4. crossing batches (a batch of sells, then a batch of buys at the same price, from different
+   traders) sent as fast as they are accepted for a minute, then waiting until every trade is
+   visible in `GET /api/trades/`: trades/s settled, and whether the backlog grew;
+5. single crossing orders at a fixed rate (200 orders/s by default): accepted → settled latency.
 
 The stages behind the API are read from the timestamps the database keeps (orders.created_at,
 the outbox's published_at, the engine events' received_at and settled_at, trades' settled_at)
-through SQL on the exchange's database (DATABASE_URL). Writes the figures as JSON and a plot
-(throughput and latency over time, per phase) and prints the markdown table.
+through SQL on the exchange's database (DATABASE_URL); the settlement backlog and the outbox queue
+are sampled every second, and the CPU time of every process of the stack (from /proc) is added up
+per phase, which names the stage that bounds each phase. Writes the figures as JSON and a plot
+(throughput, backlog and latency over time, per phase) and prints the markdown table.
 """
 
 from __future__ import annotations
@@ -64,24 +68,94 @@ class Trader(load.Trader):
         }
         return self.call("POST", "orders/", json=body)
 
+    def batch(self, side: str, price: str, size: int) -> requests.Response:
+        orders = [
+            {
+                "cid": f"e2e_{uuid.uuid4().hex[:24]}",
+                "symbol": SYMBOL,
+                "side": side,
+                "order_type": "limit",
+                "price": price,
+                "quantity": QUANTITY,
+            }
+            for _ in range(size)
+        ]
+        return self.call("POST", "orders/batch/", json={"orders": orders})
+
     def fills(self) -> int:
         return len(self.call("GET", "trades/?limit=1000").json())
 
 
 @dataclass
 class Samples:
-    """(wall time at the end, seconds, HTTP status) of each request of one phase."""
+    """(wall time at the end, seconds, HTTP status, orders placed) of each request of one phase."""
 
-    rows: list[tuple[float, float, int]] = field(default_factory=list)
+    rows: list[tuple[float, float, int, int]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def timed(self, send: Callable[[], requests.Response]) -> requests.Response:
         started = time.perf_counter()
         answer = send()
         elapsed = time.perf_counter() - started
+        placed = int(answer.status_code < 300)
+        if answer.status_code == 200 and answer.request.path_url.endswith("/batch/"):
+            placed = sum(result["status"] == 201 for result in answer.json()["results"])
         with self.lock:
-            self.rows.append((time.time(), elapsed, answer.status_code))
+            self.rows.append((time.time(), elapsed, answer.status_code, placed))
         return answer
+
+
+# What each process of the stack is, by its command line (`make up` runs the Procfile's lines).
+PROCESS_KINDS = (
+    ("gunicorn", "api"),
+    ("run_matching_engine", "engine"),
+    ("run_outbox_relay", "relay"),
+    ("run_settlement", "settlement consumer"),
+    ("celery -A exchange worker", "celery (settlement)"),
+    ("celery -A exchange beat", "beat"),
+    ("run_custody_simulator", "custody"),
+    ("postgres", "postgresql"),
+    ("redis-server", "redis"),
+    ("noida", "kafka broker"),
+    ("benchmarks/e2e.py", "load generator"),
+)
+
+
+def cpu_seconds() -> dict[str, float]:
+    """CPU time (user + system) used so far by each kind of process of the stack."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    totals: dict[str, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        kind = next((name for needle, name in PROCESS_KINDS if needle in command), None)
+        if kind is not None:
+            totals[kind] = totals.get(kind, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+    return totals
+
+
+class Sampler(threading.Thread):
+    """Every second: events received but not settled (all markets) and outbox rows not yet sent."""
+
+    def __init__(self, dsn: str) -> None:
+        super().__init__(daemon=True)
+        self.dsn, self.rows, self.stopped = dsn, [], threading.Event()
+
+    def run(self) -> None:
+        with psycopg.connect(self.dsn, autocommit=True) as db:
+            while not self.stopped.wait(1.0):
+                backlog = db.execute(
+                    "select coalesce(sum(received_seq - seq), 0) from settlement_settlementcursor"
+                ).fetchone()[0]
+                unsent = db.execute(
+                    "select count(*) from matching_outboxmessage where published_at is null"
+                ).fetchone()[0]
+                self.rows.append((time.time(), int(backlog), int(unsent)))
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -121,15 +195,16 @@ def run_threads(label: str, seconds: float, target: Callable[[int, float], None]
 
 
 def summary(samples: Samples, started: float, ended: float) -> dict:
-    ok = [seconds for _, seconds, status in samples.rows if status < 300]
+    ok = [seconds for _, seconds, status, _ in samples.rows if status < 300]
     statuses: dict[str, int] = {}
-    for _, _, status in samples.rows:
+    for _, _, status, _ in samples.rows:
         statuses[str(status)] = statuses.get(str(status), 0) + 1
     return {
         "requests": len(samples.rows),
         "ok": len(ok),
         "seconds": round(ended - started, 2),
         "per_s": round(len(ok) / (ended - started), 1),
+        "orders_per_s": round(sum(placed for *_, placed in samples.rows) / (ended - started), 1),
         "p50_ms": round(percentile(ok, 0.5) * 1000, 1),
         "p99_ms": round(percentile(ok, 0.99) * 1000, 1),
         "statuses": statuses,
@@ -223,23 +298,31 @@ def loadavg() -> list[float]:
     return [float(value) for value in Path("/proc/loadavg").read_text().split()[:3]]
 
 
-def plot(path: Path, phases: dict, samples: dict[str, Samples], stages_per_second: dict) -> None:
+def plot(path: Path, phases: dict, samples: dict[str, Samples], stages_per_second: dict, queues: list) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     zero = min(phase["started"] for phase in phases.values())
-    figure, (rates, latency) = plt.subplots(2, 1, figsize=(11, 7.5), sharex=True)
-    colours = {"balances": "#dddddd", "orders": "#cce5ff", "settle": "#d4edda", "latency": "#fff3cd"}
+    figure, (rates, backlog, latency) = plt.subplots(
+        3, 1, figsize=(11, 9.5), sharex=True, gridspec_kw={"height_ratios": [3, 1.3, 2]}
+    )
+    colours = {
+        "balances": "#dddddd",
+        "orders": "#cce5ff",
+        "batch": "#e2d9f3",
+        "settle": "#d4edda",
+        "latency": "#fff3cd",
+    }
     for name, phase in phases.items():
-        for axis in (rates, latency):
+        for axis in (rates, backlog, latency):
             axis.axvspan(phase["started"] - zero, phase["ended"] - zero, color=colours[name], alpha=0.6, lw=0)
-        rates.text((phase["started"] + phase["ended"]) / 2 - zero, 0, name, ha="center", va="bottom", fontsize=8)
+        rates.text((phase["started"] + phase["ended"]) / 2 - zero, 1, name, ha="center", va="bottom", fontsize=8)
     for index, (name, phase_samples) in enumerate(samples.items()):
         colour = f"C{index}"
         seconds: dict[int, list[float]] = {}
-        for at, elapsed, status in phase_samples.rows:
+        for at, elapsed, status, _ in phase_samples.rows:
             if status < 300:
                 seconds.setdefault(int(at - zero), []).append(elapsed * 1000)
         xs = sorted(seconds)
@@ -251,13 +334,19 @@ def plot(path: Path, phases: dict, samples: dict[str, Samples], stages_per_secon
     for index, (label, rows) in enumerate(stages_per_second.items(), start=len(samples)):
         xs, ys = [second - zero for second, _ in rows], [count for _, count in rows]
         rates.plot(xs, ys, lw=1.4, color=f"C{index}", label=label)
-    rates.set_ylabel("per second")
-    rates.set_title("End to end: throughput per stage and API latency, per phase")
-    rates.legend(fontsize=7, ncol=2, loc="upper right")
+    xs = [at - zero for at, _, _ in queues]
+    backlog.plot(xs, [events for _, events, _ in queues], lw=1.2, color="C3", label="engine events not yet settled")
+    backlog.plot(xs, [unsent for _, _, unsent in queues], lw=1.2, color="C0", label="outbox rows not yet sent")
+    rates.set_ylabel("per second (log)")
+    rates.set_yscale("symlog", linthresh=10)
+    rates.set_title("End to end: throughput per stage, queues and API latency, per phase")
+    rates.legend(fontsize=7, ncol=2, loc="upper left")
+    backlog.set_ylabel("waiting")
+    backlog.legend(fontsize=7, loc="upper left")
     latency.set_ylabel("API latency, ms (log)")
     latency.set_yscale("log")
     latency.set_xlabel("seconds since the first phase started")
-    latency.legend(fontsize=7, ncol=4, loc="upper right")
+    latency.legend(fontsize=7, ncol=5, loc="upper left")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
@@ -265,7 +354,7 @@ def plot(path: Path, phases: dict, samples: dict[str, Samples], stages_per_secon
 
 def table(result: dict) -> Iterator[str]:
     phases, stage = result["phases"], result["stages"]
-    balances, orders = phases["balances"], phases["orders"]
+    balances, orders, batch = phases["balances"], phases["orders"], phases["batch"]
     settle, fixed = phases["settle"], phases["latency"]
     ratio = orders["per_s"] / balances["per_s"] if balances["per_s"] else float("nan")
 
@@ -283,21 +372,26 @@ def table(result: dict) -> Iterator[str]:
         f"{orders['p50_ms']:,.0f} / {orders['p99_ms']:,.0f} ms | ≥ 400 orders/s |"
     )
     yield f"| orders / balances | {ratio:.2f} | ≥ 0.6 |"
-    yield "| batch order endpoint | not available (no batch endpoint) | ≥ 4,000 orders/s |"
     yield (
-        f"| crossing pairs: trades settled | {settle['trades_per_s']:,.1f} trades/s ({settle['trades']} trades, "
-        f"{settle['pairs']} pairs accepted in {settle['seconds']:.0f} s, all visible in `GET /api/trades/` "
-        f"{settle['visible_after_s']:.1f} s after the last) | ≥ 1,000 trades/s for 60 s |"
+        f"| `POST /api/orders/batch/` ({batch['size']} resting orders a request) | {batch['orders_per_s']:,.0f} "
+        f"orders/s, p50 / p99 {batch['p50_ms']:,.0f} / {batch['p99_ms']:,.0f} ms a request | ≥ 4,000 orders/s |"
     )
     yield (
-        f"| accepted → settled at {fixed['rate']} crossing orders/s asked ({fixed['orders_per_s']:,.0f} sent/s) "
+        f"| crossing batches: trades settled | {settle['trades_per_s']:,.0f} trades/s over "
+        f"{settle['seconds']:.0f} s ({settle['trades']:,} trades; per second: median "
+        f"{settle['settled_per_s_median']:,.0f}; events waiting at the start / end of the minute "
+        f"{settle['backlog_start']:,} / {settle['backlog_end']:,}; all visible in `GET /api/trades/` "
+        f"{settle['visible_after_s']:.1f} s after the last) | ≥ 1,000 trades/s for 60 s, no growing backlog |"
+    )
+    yield (
+        f"| accepted → settled at {fixed['rate']:.0f} crossing orders/s asked ({fixed['sent_per_s']:,.0f} sent/s) "
         f"| p50 / p99 {ms(stage['latency']['accepted_to_settled_ms'])} ms | p99 < 250 ms |"
     )
-    for name in ("orders", "settle", "latency"):
+    for name in ("orders", "batch", "settle", "latency"):
         figures = stage[name]
         yield (
             f"| stages, {name} phase: outbox → Kafka p50 / p99 | {ms(figures['outbox_ms'])} ms "
-            f"({figures['outbox_published']} of {figures['orders_accepted']} orders) | - |"
+            f"({figures['outbox_published']:,} of {figures['orders_accepted']:,} orders) | - |"
         )
         if figures["trade_events"]:
             yield (
@@ -310,6 +404,22 @@ def table(result: dict) -> Iterator[str]:
             )
 
 
+def cpu_table(result: dict) -> Iterator[str]:
+    """CPU used by each process of the stack in each phase, in cores (1.00 = one core all the time)."""
+    phases = [name for name in result["phases"] if result["phases"][name].get("cpu")]
+    kinds = sorted(
+        {kind for name in phases for kind in result["phases"][name]["cpu"]},
+        key=lambda kind: -max(result["phases"][name]["cpu"].get(kind, 0) for name in phases),
+    )
+    yield "| process | " + " | ".join(phases) + " |"
+    yield "| --- |" + " --- |" * len(phases)
+    for kind in kinds:
+        cells = [f"{result['phases'][name]['cpu'].get(kind, 0):.2f}" for name in phases]
+        yield f"| {kind} | " + " | ".join(cells) + " |"
+    totals = [f"{sum(result['phases'][name]['cpu'].values()):.2f}" for name in phases]
+    yield "| all of the above | " + " | ".join(totals) + " |"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--base", default=f"http://127.0.0.1:{os.environ.get('PORT', '8000')}")
@@ -317,7 +427,9 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--balances-seconds", type=float, default=20.0)
     parser.add_argument("--orders-seconds", type=float, default=20.0)
-    parser.add_argument("--settle-seconds", type=float, default=30.0)
+    parser.add_argument("--batch-seconds", type=float, default=20.0)
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--settle-seconds", type=float, default=60.0)
     parser.add_argument("--latency-seconds", type=float, default=30.0)
     parser.add_argument("--rate", type=float, default=200.0, help="crossing orders/s of the latency phase")
     parser.add_argument("--json", type=Path, default=ROOT / "docs" / "bench-e2e.json")
@@ -342,8 +454,10 @@ def main() -> int:
     sellers, buyers = traders[0::2], traders[1::2]
 
     phases: dict[str, dict] = {}
-    samples = {name: Samples() for name in ("balances", "orders", "settle", "latency")}
+    samples = {name: Samples() for name in ("balances", "orders", "batch", "settle", "latency")}
     loads: list[list[float]] = [loadavg()]
+    sampler = Sampler(args.dsn)
+    sampler.start()
 
     def balances(i: int, deadline: float) -> None:
         while time.monotonic() < deadline:
@@ -357,61 +471,96 @@ def main() -> int:
             samples["orders"].timed(lambda t=trader, s=side, p=price: t.order(s, p))
             k += 1
 
+    def resting_batches(i: int, deadline: float) -> None:
+        k = 0
+        while time.monotonic() < deadline:
+            trader, side, price = (buyers[i], "buy", "40000") if k % 2 else (sellers[i], "sell", "60000")
+            samples["batch"].timed(lambda t=trader, s=side, p=price: t.batch(s, p, args.batch_size))
+            k += 1
+
     pairs = {"settle": [0] * n, "latency": [0] * n}
 
-    def crossing(name: str, interval: float) -> Callable[[int, float], None]:
+    def crossing_batches(i: int, deadline: float) -> None:
+        while time.monotonic() < deadline:
+            sell = samples["settle"].timed(lambda: sellers[i].batch("sell", CROSS_PRICE, args.batch_size))
+            buy = samples["settle"].timed(lambda: buyers[i].batch("buy", CROSS_PRICE, args.batch_size))
+            if sell.status_code == buy.status_code == 200:
+                placed = [sum(r["status"] == 201 for r in answer.json()["results"]) for answer in (sell, buy)]
+                pairs["settle"][i] += min(placed)
+
+    def crossing(interval: float) -> Callable[[int, float], None]:
         def send(i: int, deadline: float) -> None:
             start = time.monotonic()
             k = 0
             while time.monotonic() < deadline:
-                if interval:
-                    wait = start + k * interval - time.monotonic()
-                    if wait > 0:
-                        time.sleep(wait)
-                sell = samples[name].timed(lambda: sellers[i].order("Sell", CROSS_PRICE))
-                buy = samples[name].timed(lambda: buyers[i].order("Buy", CROSS_PRICE))
+                wait = start + k * interval - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+                sell = samples["latency"].timed(lambda: sellers[i].order("Sell", CROSS_PRICE))
+                buy = samples["latency"].timed(lambda: buyers[i].order("Buy", CROSS_PRICE))
                 if sell.status_code == buy.status_code == 201:
-                    pairs[name][i] += 1
+                    pairs["latency"][i] += 1
                 k += 1
 
         return send
 
     def phase(name: str, seconds: float, target: Callable[[int, float], None]) -> tuple[float, float]:
-        started = time.time()
+        cpu_before, started = cpu_seconds(), time.time()
         run_threads(name, seconds, target, n, samples[name])
-        ended = time.time()
-        phases[name] = {"started": started, "ended": ended, **summary(samples[name], started, ended)}
+        ended, cpu_after = time.time(), cpu_seconds()
+        cpu = {kind: round((cpu_after[kind] - cpu_before.get(kind, 0.0)) / (ended - started), 2) for kind in cpu_after}
+        phases[name] = {"started": started, "ended": ended, **summary(samples[name], started, ended), "cpu": cpu}
         loads.append(loadavg())
         return started, ended
 
+    def drained(label: str, limit: float = 300.0) -> None:
+        """Wait until settlement has caught up with everything the engine emitted."""
+        progress, since = Progress(label, 0), time.time()
+        while time.time() - since < limit:
+            waiting = sampler.rows[-1][1] if sampler.rows else 0
+            progress.show(f"{waiting} events waiting")
+            if sampler.rows and sampler.rows[-1][0] > since + 1 and waiting == 0:
+                break
+            time.sleep(0.5)
+        progress.close("settled")
+
     phase("balances", args.balances_seconds, balances)
     phase("orders", args.orders_seconds, resting)
+    phase("batch", args.batch_seconds, resting_batches)
+    phases["batch"]["size"] = args.batch_size
+    drained("drain")
 
     before = sum(buyer.fills() for buyer in buyers)
-    started, ended = phase("settle", args.settle_seconds, crossing("settle", 0.0))
+    started, ended = phase("settle", args.settle_seconds, crossing_batches)
     expected = before + sum(pairs["settle"])
     progress = Progress("visible", 0)
     while (seen := sum(buyer.fills() for buyer in buyers)) < expected:
         progress.show(f"{seen - before}/{sum(pairs['settle'])} trades visible")
         if time.time() - ended > 300:
             break
-        time.sleep(0.2)
+        time.sleep(0.5)
     visible = time.time()
     progress.close(f"{seen - before}/{sum(pairs['settle'])} trades visible")
     trades = seen - before
+    inside = [(at, events) for at, events, _ in sampler.rows if started <= at <= ended]
+    per_second = [count for second, count in timeline(args.dsn, started, ended)["trades settled (trades.settled_at)"]]
     phases["settle"].update(
         pairs=sum(pairs["settle"]),
         trades=trades,
         visible_after_s=round(visible - ended, 2),
         trades_per_s=round(trades / (visible - started), 1),
+        settled_per_s_median=percentile(per_second, 0.5) if per_second else 0,
+        backlog_start=inside[0][1] if inside else 0,
+        backlog_end=inside[-1][1] if inside else 0,
     )
+    drained("drain")
 
     # Pairs per thread per second: `rate` orders/s in all, two orders a pair.
     interval = 2 * n / args.rate
-    started, ended = phase("latency", args.latency_seconds, crossing("latency", interval))
+    started, ended = phase("latency", args.latency_seconds, crossing(interval))
     phases["latency"].update(
         rate=args.rate,
-        orders_per_s=round(len(samples["latency"].rows) / (ended - started), 1),
+        sent_per_s=round(len(samples["latency"].rows) / (ended - started), 1),
         pairs=sum(pairs["latency"]),
     )
     settle_by = time.time() + 120
@@ -420,6 +569,7 @@ def main() -> int:
         if figures["trades"] >= sum(pairs["latency"]):
             break
         time.sleep(0.5)
+    sampler.stopped.set()
 
     result = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -429,12 +579,15 @@ def main() -> int:
         "targets": TARGETS,
         "phases": phases,
         "stages": {name: stages(args.dsn, phases[name]["started"], phases[name]["ended"]) for name in phases},
+        "queues": sampler.rows,
     }
     first, last = phases["balances"]["started"], time.time()
     per_second = timeline(args.dsn, first, last)
     args.json.write_text(json.dumps(result, indent=2) + "\n")
-    plot(args.png, phases, samples, per_second)
+    plot(args.png, phases, samples, per_second, sampler.rows)
     print("\n".join(table(result)))
+    print("\nCPU per process, in cores, per phase:\n")
+    print("\n".join(cpu_table(result)))
     print(f"\nhost: {result['host']}, load average (1/5/15 min) after each phase: {loads}")
     print(f"statuses per phase: { {name: phase['statuses'] for name, phase in phases.items()} }")
     print(f"written: {args.json}, {args.png}")

@@ -14,7 +14,7 @@ from core.api import (
     QuerySerializer,
     StrictSerializer,
 )
-from core.errors import ExchangeError, NotFound, error_body, validation_error_body
+from core.errors import NotFound, error_body, validation_error_body
 from core.throttling import AnonRateThrottle, ScopedRateThrottle, UserRateThrottle
 from matching.models import Market, Order
 from matching.selectors import market_depth, market_get, orders_for_user
@@ -224,34 +224,28 @@ class OrdersBatchApi(APIView):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         items = data.validated_data["orders"]
-        results: list[dict | None] = [None] * len(items)
+        results: list[dict] = [{} for _ in items]
         requests: list[OrderRequest] = []
         positions: list[int] = []
+        reader = OrdersApi.InputSerializer()  # one set of fields for every item, not a copy per item
         for position, item in enumerate(items):
-            order = OrdersApi.InputSerializer(data=item)
-            if order.is_valid():
-                requests.append(OrderRequest(**order.validated_data))
+            try:
+                requests.append(OrderRequest(**reader.run_validation(item)))
                 positions.append(position)
-            else:
-                results[position] = {
-                    "status": 400,
-                    "order": None,
-                    "error": validation_error_body(order.errors)["error"],
-                }
+            except serializers.ValidationError as exc:
+                error = validation_error_body(exc.detail)["error"]
+                results[position] = {"status": 400, "order": None, "error": error}
         placements = orders_place(user=request.user, requests=requests) if requests else []
+        placed = [placement.order for placement in placements if placement.error is None]
+        shown = iter(OrderOutputSerializer(placed, many=True).data)
         for position, placement in zip(positions, placements, strict=True):
-            results[position] = _result(placement.order, placement.created, placement.error)
+            error = placement.error
+            if error is None:
+                results[position] = {"status": 201 if placement.created else 200, "order": next(shown), "error": None}
+            else:
+                body = error_body(error.code, error.message, error.fields)["error"]
+                results[position] = {"status": error.status_code, "order": None, "error": body}
         return Response({"results": results})
-
-
-def _result(order: Order | None, created: bool, error: ExchangeError | None) -> dict:
-    if error is not None:
-        return {
-            "status": error.status_code,
-            "order": None,
-            "error": error_body(error.code, error.message, error.fields)["error"],
-        }
-    return {"status": 201 if created else 200, "order": OrderOutputSerializer(order).data, "error": None}
 
 
 class OrderDetailApi(APIView):
