@@ -432,6 +432,12 @@ def main() -> int:
     parser.add_argument("--settle-seconds", type=float, default=60.0)
     parser.add_argument("--latency-seconds", type=float, default=30.0)
     parser.add_argument("--rate", type=float, default=200.0, help="crossing orders/s of the latency phase")
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated phases to run (balances,orders,batch); the others, settlement's, are skipped and "
+        "nothing is written to docs/: for comparing API settings such as gunicorn's worker model",
+    )
     parser.add_argument("--json", type=Path, default=ROOT / "docs" / "bench-e2e.json")
     parser.add_argument("--png", type=Path, default=ROOT / "docs" / "bench-e2e.png")
     args = parser.parse_args()
@@ -524,9 +530,26 @@ def main() -> int:
             time.sleep(0.5)
         progress.close("settled")
 
-    phase("balances", args.balances_seconds, balances)
-    phase("orders", args.orders_seconds, resting)
-    phase("batch", args.batch_seconds, resting_batches)
+    only = [name for name in args.only.split(",") if name]
+    for name, seconds, target in (
+        ("balances", args.balances_seconds, balances),
+        ("orders", args.orders_seconds, resting),
+        ("batch", args.batch_seconds, resting_batches),
+    ):
+        if not only or name in only:
+            phase(name, seconds, target)
+    if only:
+        sampler.stopped.set()
+        print(
+            json.dumps(
+                {
+                    name: {k: v for k, v in phase.items() if k not in ("started", "ended")}
+                    for name, phase in phases.items()
+                },
+                indent=1,
+            )
+        )
+        return 0
     phases["batch"]["size"] = args.batch_size
     drained("drain")
 
