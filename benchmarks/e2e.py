@@ -420,6 +420,35 @@ def cpu_table(result: dict) -> Iterator[str]:
     yield "| all of the above | " + " | ".join(totals) + " |"
 
 
+LATEST, PREVIOUS = "<!-- bench-e2e: latest run -->", "<!-- bench-e2e: earlier runs -->"
+
+
+def record(result: dict, page: Path) -> None:
+    """Put this run's tables in `page` between the LATEST markers, and the run they replace at the
+    top of the earlier runs, so every run's figures stay for comparison."""
+    loads = result["loadavg"]
+    block = "\n".join(
+        [
+            f"Run of {result['date']} (`{result['command']}`), host: {result['host']['nproc']} CPUs, "
+            f"{result['host']['cpu']}, Python {result['host']['python']}; 1-minute load average from "
+            f"{min(row[0] for row in loads):.1f} to {max(row[0] for row in loads):.1f} during the run.",
+            "",
+            *table(result),
+            "",
+            "CPU used by each process of the stack, in cores (1.00 is one core all the time), per phase:",
+            "",
+            *cpu_table(result),
+        ]
+    )
+    text = page.read_text()
+    head, rest = text.split(LATEST, 1)
+    earlier, tail = rest.split(LATEST, 1)
+    before, after = tail.split(PREVIOUS, 1)
+    if earlier.strip():
+        after = f"\n\n{earlier.strip()}{after}"
+    page.write_text(f"{head}{LATEST}\n{block}\n{LATEST}{before}{PREVIOUS}{after}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--base", default=f"http://127.0.0.1:{os.environ.get('PORT', '8000')}")
@@ -440,6 +469,7 @@ def main() -> int:
     )
     parser.add_argument("--json", type=Path, default=ROOT / "docs" / "bench-e2e.json")
     parser.add_argument("--png", type=Path, default=ROOT / "docs" / "bench-e2e.png")
+    parser.add_argument("--page", type=Path, default=ROOT / "docs" / "benchmarks.md")
     args = parser.parse_args()
     n = args.threads
 
@@ -608,12 +638,13 @@ def main() -> int:
     per_second = timeline(args.dsn, first, last)
     args.json.write_text(json.dumps(result, indent=2) + "\n")
     plot(args.png, phases, samples, per_second, sampler.rows)
+    record(result, args.page)
     print("\n".join(table(result)))
     print("\nCPU per process, in cores, per phase:\n")
     print("\n".join(cpu_table(result)))
     print(f"\nhost: {result['host']}, load average (1/5/15 min) after each phase: {loads}")
     print(f"statuses per phase: { {name: phase['statuses'] for name, phase in phases.items()} }")
-    print(f"written: {args.json}, {args.png}")
+    print(f"written: {args.json}, {args.png}, {args.page}")
     return 0
 
 

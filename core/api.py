@@ -2,6 +2,7 @@
 shape, and the schema generator that documents them."""
 
 import re
+import threading
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
@@ -243,3 +244,30 @@ class AutoSchema(openapi.AutoSchema):
         elif isinstance(serializer, UnknownFieldsMixin):
             schema["additionalProperties"] = False  # 400 `unknown_field`
         return schema
+
+
+class ReusedSerializer:
+    """One instance of a serializer per thread, for the hot paths.
+
+    DRF deep-copies every declared field for each serializer it builds (a ModelSerializer also
+    derives its fields from the model): about 0.3 ms for an order's input and as much for its
+    output, a sixth of a placement. Reading (`run_validation`) and writing (`to_representation`)
+    change nothing in the instance, so one per thread serves every request.
+    """
+
+    def __init__(self, serializer_class: type[serializers.Serializer]) -> None:
+        self.serializer_class = serializer_class
+        self._local = threading.local()
+
+    def get(self) -> serializers.Serializer:
+        instance = getattr(self._local, "instance", None)
+        if instance is None:
+            instance = self._local.instance = self.serializer_class()
+        return instance
+
+    def read(self, data: object) -> dict:
+        """The validated data, or a ValidationError whose detail is the serializer's `errors`."""
+        return self.get().run_validation(data)
+
+    def write(self, instance: object) -> dict:
+        return self.get().to_representation(instance)

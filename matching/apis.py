@@ -12,6 +12,7 @@ from core.api import (
     ErrorSerializer,
     LimitSerializer,
     QuerySerializer,
+    ReusedSerializer,
     StrictSerializer,
 )
 from core.errors import NotFound, error_body, validation_error_body
@@ -175,14 +176,13 @@ class OrdersApi(APIView):
         description="Place an order. The same `cid` again answers 200 with the first order instead of a second one.",
     )
     def post(self, request: Request) -> Response:
-        data = self.InputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        order, created = order_place(user=request.user, **data.validated_data)
-        return Response(
-            OrderOutputSerializer(order).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
-        )
+        order, created = order_place(user=request.user, **ORDER_READER.read(request.data))
+        return Response(ORDER_WRITER.write(order), status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
 
+# The order's input and output serializers, one instance of each per thread (`ReusedSerializer`).
+ORDER_READER = ReusedSerializer(OrdersApi.InputSerializer)
+ORDER_WRITER = ReusedSerializer(OrderOutputSerializer)
 BATCH_LIMIT = 100
 
 
@@ -227,21 +227,19 @@ class OrdersBatchApi(APIView):
         results: list[dict] = [{} for _ in items]
         requests: list[OrderRequest] = []
         positions: list[int] = []
-        reader = OrdersApi.InputSerializer()  # one set of fields for every item, not a copy per item
         for position, item in enumerate(items):
             try:
-                requests.append(OrderRequest(**reader.run_validation(item)))
+                requests.append(OrderRequest(**ORDER_READER.read(item)))
                 positions.append(position)
             except serializers.ValidationError as exc:
                 error = validation_error_body(exc.detail)["error"]
                 results[position] = {"status": 400, "order": None, "error": error}
         placements = orders_place(user=request.user, requests=requests) if requests else []
-        placed = [placement.order for placement in placements if placement.error is None]
-        shown = iter(OrderOutputSerializer(placed, many=True).data)
         for position, placement in zip(positions, placements, strict=True):
             error = placement.error
             if error is None:
-                results[position] = {"status": 201 if placement.created else 200, "order": next(shown), "error": None}
+                shown = ORDER_WRITER.write(placement.order)
+                results[position] = {"status": 201 if placement.created else 200, "order": shown, "error": None}
             else:
                 body = error_body(error.code, error.message, error.fields)["error"]
                 results[position] = {"status": error.status_code, "order": None, "error": body}
