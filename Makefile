@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run up down status services test test-fast test-faults lint bench bench-admin bench-e2e browser screenshots reset clean
+.PHONY: install run up down status services test test-fast test-faults lint bench bench-admin bench-e2e bench-api browser screenshots reset clean
 
 $(STAMP): requirements.txt package-lock.json
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -80,6 +80,11 @@ BENCH_THROTTLE := THROTTLE_USER=1000000/minute THROTTLE_ORDERS=1000000/minute TH
 bench-e2e: install
 	@curl -fsS -o /dev/null "http://127.0.0.1:$${PORT:-8000}/readyz" 2>/dev/null || $(BENCH_THROTTLE) $(MAKE) up
 	$(PY) benchmarks/e2e.py --base "http://127.0.0.1:$${PORT:-8000}"
+
+## Where the API's CPU goes: a balance read, an order and a batch of 100, profiled in one process
+## (benchmarks/api_profile.py; needs the development database, as after `make up`).
+bench-api: install
+	$(PY) benchmarks/api_profile.py
 
 ## Delete every order, balance and trade of the local exchange (refused with EXCHANGE_ENV=production).
 reset: install
