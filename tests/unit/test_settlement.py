@@ -249,17 +249,62 @@ def order_for_nobody():
     )
 
 
-# Statements one settlement pass over a crossing pair runs: the market added, two acceptances, the
-# trade, two orders done, then one look that finds nothing more. More means something now reads again
-# what the batch already holds, or writes a row twice.
-SETTLE_PAIR_STATEMENTS = 65
+# Statements one `market_settle` batch runs, however many events, trades, orders and accounts it
+# holds: lock the cursor, read the events, read the market, lock the orders, open and lock the
+# accounts (two), the balances, the ledger entries, the ledger lines, the trades, the orders, the
+# events settled and the cursor, plus the savepoint and its release that the test's transaction adds.
+SETTLE_BATCH_STATEMENTS = 15
 
 
-def test_settling_a_crossing_pair_stays_within_its_statement_budget(pipeline, alice, bob):
+def crossing_trades(pipeline, make_user, fund, *, pairs: int, prefix: str) -> None:
+    """`pairs` crossing pairs between traders of their own (new accounts for settlement to open),
+    with a buy priced above the sell (its lock partly refunded), a partial fill and a cancel among
+    them, fed through the engine and delivered to the inbox."""
+    sellers, buyers = [], []
+    for i in range(max(pairs // 2, 2)):
+        seller, buyer = make_user(username=f"{prefix}seller{i}"), make_user(username=f"{prefix}buyer{i}")
+        fund(seller, "BTC", "1")
+        fund(buyer, "USDT", "100000")
+        sellers.append(seller)
+        buyers.append(buyer)
+    for i in range(pairs):
+        seller, buyer = sellers[i % len(sellers)], buyers[i % len(buyers)]
+        place(seller, f"s{i}", "sell", "50000", "0.01")
+        place(buyer, f"b{i}", "buy", "50001" if i % 3 else "50000", "0.02" if i == 0 else "0.01")
+    resting = place(buyers[-1], "resting", "buy", "40000", "0.01")
+    pipeline.feed_outbox()
+    order_cancel(user=buyers[-1], order_id=resting.pk)
+    pipeline.feed_outbox()
+    pipeline.deliver(pipeline.emitted)
+
+
+def settle_batch_statements(pipeline) -> int:
+    with CaptureQueriesContext(connection) as queries:
+        applied = market_settle(market=pipeline.market, limit=100_000)
+    assert applied == len(pipeline.emitted)
+    assert Trade.objects.exists()
+    assert_ledger_balanced()
+    return len(queries)
+
+
+def test_a_settlement_batch_runs_the_same_statements_for_ten_times_the_events(pipeline, make_user, fund):
+    crossing_trades(pipeline, make_user, fund, pairs=3, prefix="small")
+    small_events = len(pipeline.emitted)
+    small = settle_batch_statements(pipeline)
+
+    pipeline.emitted = []
+    crossing_trades(pipeline, make_user, fund, pairs=40, prefix="large")
+    large = settle_batch_statements(pipeline)
+
+    assert len(pipeline.emitted) >= 10 * small_events
+    assert small == large <= SETTLE_BATCH_STATEMENTS
+
+
+def test_settling_a_crossing_pair_stays_within_the_batch_statement_budget(pipeline, alice, bob):
     place(alice, "sell", "sell", "50000", "0.01")
     place(bob, "buy", "buy", "50000", "0.01")
     pipeline.feed_outbox()
     pipeline.deliver(pipeline.emitted)
     with CaptureQueriesContext(connection) as queries:
-        assert pipeline.settle() == 6
-    assert len(queries) <= SETTLE_PAIR_STATEMENTS
+        assert market_settle(market="BTC_USDT") == 6
+    assert len(queries) <= SETTLE_BATCH_STATEMENTS
