@@ -1,6 +1,6 @@
 """Settlement: engine events into the inbox, then from the inbox into orders, trades and balances.
 
-Two transactions, each idempotent:
+Two transactions, each idempotent, each a fixed number of statements however large its batch:
 - `events_ingest` (the consumer process) stores a Kafka batch in the inbox, unique by
   (market, seq), with the Kafka offsets it came from. Seeing an event twice stores it once.
 - `market_settle` (a Celery task) applies the next contiguous events of one market: it checks the
@@ -9,6 +9,7 @@ Two transactions, each idempotent:
   statements in the same transaction. Running it twice, or concurrently, applies each event once.
 """
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_DOWN, Decimal
@@ -16,9 +17,8 @@ from typing import NamedTuple
 
 import structlog
 from django.conf import settings
-from django.db import transaction
-from django.db.models import F, Q
-from django.db.models.functions import Greatest
+from django.db import connection, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from accounts.models import Account, LedgerEntry, User
@@ -31,7 +31,7 @@ from accounts.services import (
     ledger_post_many,
     operator_check,
 )
-from core.bulk import rows_insert
+from core.bulk import rows_insert, unnest_rows
 from matching import schemas
 from matching.engine import ChainCheck, ChainError, Event, event_from_dict
 from matching.models import Market, Order
@@ -54,77 +54,131 @@ class ReceivedMessage:
 # --- Inbox ----------------------------------------------------------------------------------------
 
 
-def alert_raise(*, kind: str, market: str, message: str) -> Alert:
+def alert_raise(*, kind: str, market: str, message: str) -> None:
     """Open an alert unless the same one is already open."""
-    existing = Alert.objects.filter(kind=kind, market=market, message=message, resolved_at__isnull=True).first()
-    if existing is not None:
-        return existing
-    log.error("settlement_alert", kind=kind, market=market, message=message)
-    return Alert.objects.create(kind=kind, market=market, message=message)
+    alerts_raise([(kind, market, message)])
+
+
+def alerts_raise(alerts: Iterable[tuple[str, str, str]]) -> None:
+    """Open each (kind, market, message) alert that is not already open: two statements for any
+    number."""
+    wanted = list(dict.fromkeys(alerts))
+    if not wanted:
+        return
+    source, params = unnest_rows([("kind", "varchar"), ("market", "varchar"), ("message", "text")], wanted, alias="w")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            SELECT a.kind, a.market, a.message FROM {Alert._meta.db_table} a
+            JOIN {source} ON a.kind = w.kind AND a.market = w.market AND a.message = w.message
+            WHERE a.resolved_at IS NULL
+            """,  # noqa: S608 - names from the model; every value is a parameter
+            params,
+        )
+        already = set(cursor.fetchall())
+    fresh = [alert for alert in wanted if alert not in already]
+    for kind, market, message in fresh:
+        log.error("settlement_alert", kind=kind, market=market, message=message)
+    Alert.objects.bulk_create(Alert(kind=kind, market=market, message=message) for kind, market, message in fresh)
 
 
 @transaction.atomic
 def events_ingest(*, topic: str, messages: list[ReceivedMessage]) -> set[str]:
     """Store a batch of engine events and the offsets after them; return the markets that got new
-    events."""
+    events. At most seven statements, however many messages, markets and partitions the batch has."""
+    alerts: list[tuple[str, str, str]] = []
     sequenced: list[Event] = []
     for message in messages:
         try:
             event = schemas.decode_event(message.value)
             _storable_check(event)
         except schemas.SchemaError as exc:
-            alert_raise(
-                kind=Alert.Kind.BAD_MESSAGE,
-                market="",
-                message=f"{topic}[{message.partition}]@{message.offset}: {exc}",
-            )
+            alerts.append((Alert.Kind.BAD_MESSAGE, "", f"{topic}[{message.partition}]@{message.offset}: {exc}"))
             continue
         if event.seq == 0:
-            _unsequenced_ignore(event)
+            alerts.append(_unsequenced_ignore(event))
         else:
             sequenced.append(event)
 
     touched: set[str] = set()
     if sequenced:
-        stored = {
-            (market, seq): digest
-            for market, seq, digest in EngineEvent.objects.filter(
-                _any_of((e.market, e.seq) for e in sequenced)
-            ).values_list("market", "seq", "hash")
-        }
+        stored = _stored_hashes({(e.market, e.seq) for e in sequenced})
         fresh: dict[tuple[str, int], EngineEvent] = {}
         for event in sequenced:
             key = (event.market, event.seq)
             known = stored.get(key) or (fresh[key].hash if key in fresh else None)
             if known is None:
+                fields = event.to_dict()
                 fresh[key] = EngineEvent(
-                    market=event.market,
-                    seq=event.seq,
-                    type=event.to_dict()["type"],
-                    payload=event.to_dict(),
-                    hash=event.hash,
+                    market=event.market, seq=event.seq, type=fields["type"], payload=fields, hash=event.hash
                 )
             elif known != event.hash:
-                alert_raise(
-                    kind=Alert.Kind.DIVERGENT_EVENT,
-                    market=event.market,
-                    message=f"event #{event.seq} arrived again with a different hash ({event.hash} != {known})",
+                alerts.append(
+                    (
+                        Alert.Kind.DIVERGENT_EVENT,
+                        event.market,
+                        f"event #{event.seq} arrived again with a different hash ({event.hash} != {known})",
+                    )
                 )
         EngineEvent.objects.bulk_create(fresh.values(), ignore_conflicts=True)
         highest: dict[str, int] = {}
         for market, seq in fresh:
             highest[market] = max(highest.get(market, 0), seq)
-        for market, seq in highest.items():
-            SettlementCursor.objects.get_or_create(market=market)
-            SettlementCursor.objects.filter(pk=market).update(received_seq=Greatest("received_seq", seq))
+        _cursors_receive(highest)
         touched = set(highest)
 
     last: dict[int, int] = {}
     for message in messages:
         last[message.partition] = max(last.get(message.partition, -1), message.offset)
-    for partition, offset in last.items():
-        ConsumerOffset.objects.update_or_create(topic=topic, partition=partition, defaults={"offset": offset + 1})
+    _offsets_store(topic, {partition: offset + 1 for partition, offset in last.items()})
+    alerts_raise(alerts)
     return touched
+
+
+def _stored_hashes(keys: set[tuple[str, int]]) -> dict[tuple[str, int], str]:
+    """The hash the inbox already holds for each of these (market, seq)."""
+    source, params = unnest_rows([("market", "varchar"), ("seq", "bigint")], sorted(keys), alias="k")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT e.market, e.seq, e.hash FROM {EngineEvent._meta.db_table} e "  # noqa: S608 - the model's name
+            f"JOIN {source} ON e.market = k.market AND e.seq = k.seq",
+            params,
+        )
+        return {(market, seq): digest for market, seq, digest in cursor.fetchall()}
+
+
+def _cursors_receive(highest: dict[str, int]) -> None:
+    """Raise each market's `received_seq` to the highest sequence stored, opening its cursor on the
+    first event; markets in name order, so two consumers never deadlock."""
+    if not highest:
+        return
+    table = SettlementCursor._meta.db_table
+    source, params = unnest_rows([("market", "varchar"), ("received_seq", "bigint")], sorted(highest.items()))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            INSERT INTO {table} AS c (market, seq, hash, received_seq, status, updated_at)
+            SELECT u.market, 0, %s, u.received_seq, %s, %s FROM {source}
+            ON CONFLICT (market) DO UPDATE SET received_seq = GREATEST(c.received_seq, EXCLUDED.received_seq)
+            """,  # noqa: S608 - names from the model; every value is a parameter
+            [GENESIS, SettlementCursor.Status.OK, timezone.now(), *params],
+        )
+
+
+def _offsets_store(topic: str, offsets: dict[int, int]) -> None:
+    """Store the next offset to read for each partition."""
+    if not offsets:
+        return
+    source, params = unnest_rows([("partition", "integer"), ("offset", "bigint")], sorted(offsets.items()))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            INSERT INTO {ConsumerOffset._meta.db_table} (topic, partition, "offset", updated_at)
+            SELECT %s, u.partition, u."offset", %s FROM {source}
+            ON CONFLICT (topic, partition) DO UPDATE SET "offset" = EXCLUDED."offset", updated_at = EXCLUDED.updated_at
+            """,  # noqa: S608 - names from the model; every value is a parameter
+            [topic, timezone.now(), *params],
+        )
 
 
 _MARKET_LENGTH = EngineEvent._meta.get_field("market").max_length
@@ -137,7 +191,7 @@ def _storable_check(event: Event) -> None:
         raise schemas.SchemaError(f"event of market {event.market[:_MARKET_LENGTH]!r}... #{event.seq} cannot be stored")
 
 
-def _unsequenced_ignore(event: Event) -> None:
+def _unsequenced_ignore(event: Event) -> tuple[str, str, str]:
     """The engine rejects commands for a market it does not know outside any chain (sequence 0).
 
     Nothing vouches for such an event, so it changes nothing: an order it names stays pending with
@@ -145,18 +199,11 @@ def _unsequenced_ignore(event: Event) -> None:
     has the market, answers within the chain. An operator hears of it once per market.
     """
     log.warning("unsequenced_event_ignored", fields=event.to_dict())
-    alert_raise(
-        kind=Alert.Kind.UNCHAINED_EVENT,
-        market=event.market[:_MARKET_LENGTH],
-        message="events outside the hash chain (sequence 0) were ignored; see the settlement log",
+    return (
+        Alert.Kind.UNCHAINED_EVENT,
+        event.market[:_MARKET_LENGTH],
+        "events outside the hash chain (sequence 0) were ignored; see the settlement log",
     )
-
-
-def _any_of(keys: object) -> Q:
-    condition = Q(pk__in=[])
-    for market, seq in keys:
-        condition |= Q(market=market, seq=seq)
-    return condition
 
 
 # --- Applying events ------------------------------------------------------------------------------

@@ -11,11 +11,11 @@ from django.test.utils import CaptureQueriesContext
 
 from accounts.models import Account, LedgerLine
 from matching import schemas
-from matching.engine import CancelOrder
+from matching.engine import AddMarket, CancelOrder, Engine
 from matching.models import Order, OutboxMessage
 from matching.services import order_cancel
-from settlement.models import Alert, EngineEvent, SettlementCursor, Trade
-from settlement.services import market_settle
+from settlement.models import Alert, ConsumerOffset, EngineEvent, SettlementCursor, Trade
+from settlement.services import ReceivedMessage, events_ingest, market_settle
 from tests.unit.conftest import balance, place
 
 pytestmark = pytest.mark.django_db
@@ -254,6 +254,10 @@ def order_for_nobody():
 # accounts (two), the balances, the ledger entries, the ledger lines, the trades, the orders, the
 # events settled and the cursor, plus the savepoint and its release that the test's transaction adds.
 SETTLE_BATCH_STATEMENTS = 15
+# And one `events_ingest` of a Kafka batch, however many messages, markets and partitions: look up
+# what the inbox holds, store the new events, raise the markets' received sequence, store the
+# offsets, and two for the alerts of whatever was unreadable; plus the savepoint and its release.
+INGEST_BATCH_STATEMENTS = 8
 
 
 def crossing_trades(pipeline, make_user, fund, *, pairs: int, prefix: str) -> None:
@@ -308,3 +312,42 @@ def test_settling_a_crossing_pair_stays_within_the_batch_statement_budget(pipeli
     with CaptureQueriesContext(connection) as queries:
         assert market_settle(market="BTC_USDT") == 6
     assert len(queries) <= SETTLE_BATCH_STATEMENTS
+
+
+def engine_output(markets: int, orders_per_market: int) -> list[bytes]:
+    """What the engine emits for crossing orders in several markets (settlement's checks play no
+    part in storing them)."""
+    engine = Engine()
+    raw = []
+    for m in range(markets):
+        market = f"M{m}_USDT"
+        raw += [schemas.encode_event(e) for e in engine.apply(AddMarket(market=market, ts=0))]
+        for i in range(orders_per_market):
+            side = "sell" if i % 2 else "buy"
+            command = dataclasses.replace(order_for_nobody(), market=market, order_id=m * 10_000 + i, side=side)
+            raw += [schemas.encode_event(e) for e in engine.apply(command)]
+    return raw
+
+
+def ingest_statements(raw: list[bytes], partitions: int, first_offset: int) -> int:
+    messages = [
+        ReceivedMessage(partition=i % partitions, offset=first_offset + i, value=value) for i, value in enumerate(raw)
+    ]
+    with CaptureQueriesContext(connection) as queries:
+        events_ingest(topic="ingest-under-test", messages=messages)
+    return len(queries)
+
+
+def test_storing_a_kafka_batch_runs_the_same_statements_for_ten_times_the_messages():
+    # Each batch: events new and already stored, several markets and partitions, one unreadable message.
+    small_raw = engine_output(markets=2, orders_per_market=4)
+    small = ingest_statements([*small_raw, b"not json", *small_raw[:3]], partitions=2, first_offset=0)
+    large_raw = engine_output(markets=10, orders_per_market=20)
+    large = ingest_statements([*large_raw, b"\x00", *large_raw[:30]], partitions=10, first_offset=1000)
+
+    assert len(large_raw) >= 10 * len(small_raw)
+    assert small == large <= INGEST_BATCH_STATEMENTS
+    assert EngineEvent.objects.count() == len({*small_raw, *large_raw})
+    assert SettlementCursor.objects.count() == 10
+    assert ConsumerOffset.objects.filter(topic="ingest-under-test").count() == 10
+    assert Alert.objects.filter(kind="bad_message").count() == 2
