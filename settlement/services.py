@@ -401,12 +401,12 @@ def market_settle(*, market: str, limit: int | None = None) -> int:
     """Apply the next contiguous engine events of one market (at most `limit`, by default
     `SETTLEMENT_BATCH_SIZE`); return how many were applied.
 
-    One transaction of thirteen statements, however many events, trades, orders and accounts the
-    batch holds: lock the cursor, read the events, read the market, lock the orders, open and lock
-    the accounts (two); then, the events checked and applied in memory, write the balances, the
+    One transaction of at most thirteen statements, however many events, trades, orders and accounts
+    the batch holds: lock the cursor, read the events, read the market, lock the orders, open and
+    lock the accounts (two); then, the events checked and applied in memory, write the balances, the
     ledger entries, their lines, the trades, the orders, the events' `settled_at` and the cursor. A
-    batch that stops at a bad event adds the two of its alert; one with nothing to write skips
-    those writes.
+    write with nothing to write is skipped; a batch that stops at a bad event adds the two
+    statements of its alert.
     """
     limit = limit or settings.SETTLEMENT_BATCH_SIZE
     with transaction.atomic():
