@@ -2,7 +2,7 @@
 
 import re
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -43,6 +43,11 @@ from core.errors import Conflict, Forbidden, InsufficientFunds, InvalidRequest, 
 log = structlog.get_logger(__name__)
 
 Move = tuple[Account, Decimal]
+# One ledger entry to write: its kind, its reference, its moves.
+Posting = tuple[str, str, Iterable[Move]]
+# An account by owner (None for the exchange's system accounts), asset and kind.
+AccountKey = tuple[int | None, str, str]
+_ACCOUNT_KEY = [("user_id", "bigint"), ("asset_id", "varchar"), ("kind", "varchar")]
 
 
 # --- Accounts and the ledger ----------------------------------------------------------------------
@@ -167,6 +172,134 @@ def funds_lock_steps(
         now,
     ]
     return steps, params
+
+
+def accounts_open_and_lock(
+    *, user_ids: Iterable[int], assets: Iterable[str], system_kinds: Iterable[str] = ()
+) -> dict[AccountKey, Account]:
+    """The available and locked accounts of these users, and the system accounts of `system_kinds`,
+    in each of `assets`: opened (empty) where they do not exist yet, then locked in primary-key
+    order. Two statements however many accounts; the result is keyed by (user id, or None for a
+    system account, asset, kind), with the balances as the lock found them."""
+    users, assets, system = sorted(set(user_ids)), sorted(set(assets)), sorted(set(system_kinds))
+    wanted = [(user, asset, kind) for user in users for asset in assets for kind in Account.USER_KINDS]
+    wanted += [(None, asset, kind) for asset in assets for kind in system]
+    if not wanted:
+        return {}
+    table = Account._meta.db_table
+    source, params = sql.unnest_rows(_ACCOUNT_KEY, wanted, alias="w")
+    with connection.cursor() as cursor:
+        # Only the missing ones reach the insert, so an existing account costs no sequence number.
+        cursor.execute(
+            f"""
+            INSERT INTO {table} (user_id, asset_id, kind, balance, updated_at)
+            SELECT w.user_id, w.asset_id, w.kind, 0, %s FROM {source}
+            WHERE NOT EXISTS (
+                SELECT 1 FROM {table} a WHERE a.user_id = w.user_id AND a.asset_id = w.asset_id AND a.kind = w.kind
+            ) AND NOT EXISTS (
+                SELECT 1 FROM {table} a
+                WHERE w.user_id IS NULL AND a.user_id IS NULL AND a.asset_id = w.asset_id AND a.kind = w.kind
+            )
+            ON CONFLICT DO NOTHING
+            """,  # noqa: S608 - names from the models; every value is a parameter
+            [timezone.now(), *params],
+        )
+    locked = (
+        Account.objects.select_for_update()
+        .filter(
+            Q(user_id__in=users, asset_id__in=assets, kind__in=Account.USER_KINDS)
+            | Q(user__isnull=True, asset_id__in=assets, kind__in=system)
+        )
+        .order_by("pk")
+    )
+    return {(account.user_id, account.asset_id, account.kind): account for account in locked}
+
+
+def ledger_post_many(*, postings: Sequence[Posting]) -> int:
+    """Write many balanced ledger entries at once, in their order, and apply them to the cached
+    balances: one update of the balances (each account's net change), one insert of the entries and
+    one of their lines, however many there are. Returns how many entries were written.
+
+    What `ledger_post` does for one entry, it does for each: an entry that does not sum to zero per
+    asset is refused (`ValueError`, nothing written), its lines are one per account in account
+    order, zero lines left out, and a debit that would take an account which may not be negative
+    below zero raises `InsufficientFunds` for that entry, which rolls the caller back. The caller
+    has locked the accounts in primary-key order (`accounts_open_and_lock`, `accounts_lock`) within
+    its transaction; the update returns each balance as it was, and the entries are replayed over
+    those in order, so a debit is judged on the balance the entries before it left.
+    """
+    if not connection.in_atomic_block:
+        raise RuntimeError("ledger_post_many must run inside a transaction")
+    entries: list[tuple[str, str]] = []
+    lines: list[tuple[int, int, str, Decimal]] = []  # entry's index, account, asset, amount
+    accounts: dict[int, Account] = {}
+    for index, (kind, reference, moves) in enumerate(postings):
+        per_account: dict[int, Decimal] = defaultdict(Decimal)
+        per_asset: dict[str, Decimal] = defaultdict(Decimal)
+        for account, amount in moves:
+            amount = Decimal(amount)
+            per_account[account.pk] += amount
+            per_asset[account.asset_id] += amount
+            accounts[account.pk] = account
+        unbalanced = {asset: total for asset, total in per_asset.items() if total != 0}
+        if unbalanced:
+            raise ValueError(f"ledger entry {kind} {reference} does not balance: {unbalanced}")
+        entries.append((kind, reference))
+        for account_id in sorted(per_account):
+            if per_account[account_id]:
+                lines.append((index, account_id, accounts[account_id].asset_id, per_account[account_id]))
+    if not entries:
+        return 0
+
+    now = timezone.now()
+    net: dict[int, Decimal] = defaultdict(Decimal)
+    for _, account_id, _, amount in lines:
+        net[account_id] += amount
+    balance = _balances_apply(net, now)
+    for _, account_id, asset, amount in lines:
+        balance[account_id] += amount
+        if amount < 0 and balance[account_id] < 0 and accounts[account_id].kind not in Account.MAY_BE_NEGATIVE:
+            raise InsufficientFunds(asset=asset, needed=-amount)
+
+    entry_ids = sql.rows_insert(
+        LedgerEntry._meta.db_table,
+        [("kind", "varchar"), ("reference", "varchar"), ("created_at", "timestamptz")],
+        [(kind, reference, now) for kind, reference in entries],
+        suffix="RETURNING id",
+    )
+    sql.rows_insert(
+        LedgerLine._meta.db_table,
+        [("entry_id", "bigint"), ("account_id", "bigint"), ("asset_id", "varchar"), ("amount", "numeric")],
+        [(entry_ids[index][0], account_id, asset, amount) for index, account_id, asset, amount in lines],
+    )
+    return len(entries)
+
+
+def _balances_apply(net: dict[int, Decimal], now: datetime) -> dict[int, Decimal]:
+    """Add each account's net change to its balance in one statement; return every balance as it
+    was before. A net debit larger than the balance of an account that may not be negative is left
+    out of the update: replaying the lines over the balances before finds the entry that is short."""
+    if not net:
+        return {}
+    table = Account._meta.db_table
+    source, params = sql.unnest_rows([("id", "bigint"), ("delta", "numeric")], sorted(net.items()), alias="d")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            WITH d AS (SELECT * FROM {source}),
+            before AS (SELECT a.id, a.balance FROM {table} a JOIN d ON a.id = d.id),
+            applied AS (
+                UPDATE {table} AS a SET balance = a.balance + d.delta, updated_at = %s FROM d
+                WHERE a.id = d.id AND (d.delta >= 0 OR a.balance + d.delta >= 0 OR a.kind = ANY(%s::varchar[]))
+            )
+            SELECT id, balance FROM before
+            """,  # noqa: S608 - names from the models; every value is a parameter
+            [*params, now, list(Account.MAY_BE_NEGATIVE)],
+        )
+        before = dict(cursor.fetchall())
+    if len(before) != len(net):
+        raise ValueError(f"ledger lines name accounts that do not exist: {sorted(set(net) - set(before))}")
+    return before
 
 
 def funds_release(*, user: User, asset: Asset | str, amount: Decimal, kind: str, reference: str) -> LedgerEntry:

@@ -1,16 +1,19 @@
-"""Set-based SQL for the hot paths: many rows in one statement, built from the models' own fields.
+"""Set-based SQL for the hot paths: one statement for any number of rows.
 
-`unnest_rows` turns rows into `SELECT * FROM unnest(%s::type[], ...)`, one array parameter per column,
-cast to the column's database type, so a single statement (alone or as a step of a larger one)
-inserts any number of rows with a fixed text. Values are the models' attribute values (a foreign key
-as its id) of the types psycopg adapts itself: str, int, bool, Decimal, aware datetime, bytes, None.
+Each column travels as one array parameter and `unnest` turns the arrays back into rows, so the
+statement's text is the same for three rows or three thousand and a batch costs the same number of
+round trips whatever it holds. Placing orders and settling a batch of engine events use these; a
+model's own app still decides what is written to its tables. Values are of the types psycopg adapts
+itself: str, int, bool, Decimal, aware datetime, bytes, None (a foreign key as its id).
 """
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from functools import cache
-from typing import Any
 
 from django.db import connection, models
+
+# (column name, PostgreSQL type of one value)
+Column = tuple[str, str]
 
 
 def table(model: type[models.Model]) -> str:
@@ -18,19 +21,38 @@ def table(model: type[models.Model]) -> str:
 
 
 @cache
-def _cast(model: type[models.Model], name: str) -> str:
-    return model._meta.get_field(name).cast_db_type(connection)
+def columns(model: type[models.Model], fields: tuple[str, ...]) -> list[Column]:
+    """The columns of `model`'s `fields` (by field name), with their database types."""
+    found = [model._meta.get_field(name) for name in fields]
+    return [(field.column, field.cast_db_type(connection)) for field in found]
 
 
-def unnest_rows(model: type[models.Model], fields: Sequence[str], rows: Sequence[Sequence[Any]]) -> tuple[str, list]:
-    """`(sql, params)` of a SELECT yielding `rows` (tuples of model values, in `fields` order)."""
-    casts = ", ".join(f"%s::{_cast(model, name)}[]" for name in fields)
-    params = [[row[i] for row in rows] for i in range(len(fields))]
-    return f"SELECT * FROM unnest({casts})", params  # noqa: S608 - casts from the model's fields
+def unnest_rows(columns: Sequence[Column], rows: Iterable[Sequence[object]], *, alias: str = "u") -> tuple[str, list]:
+    """`unnest(%s::type[], ...) AS alias(names)`, and its parameters: one list per column."""
+    values = [list(column) for column in zip(*rows, strict=True)] or [[] for _ in columns]
+    if len(values) != len(columns):
+        raise ValueError(f"rows of {len(values)} values for {len(columns)} columns")
+    arrays = ", ".join(f"%s::{kind}[]" for _, kind in columns)
+    names = ", ".join(connection.ops.quote_name(name) for name, _ in columns)
+    return f"unnest({arrays}) AS {alias}({names})", values
 
 
-def insert_rows(model: type[models.Model], fields: Sequence[str], rows: Sequence[Sequence[Any]]) -> tuple[str, list]:
-    """`(sql, params)` of one INSERT of `rows` into `model`'s table."""
-    names = ", ".join(connection.ops.quote_name(model._meta.get_field(name).column) for name in fields)
-    select, params = unnest_rows(model, fields, rows)
-    return f"INSERT INTO {table(model)} ({names}) {select}", params
+def insert_sql(table: str, columns: Sequence[Column], rows: Sequence[Sequence[object]]) -> tuple[str, list]:
+    """`(sql, params)` of one INSERT of `rows`, in their order, to run alone or as a step of a
+    larger statement."""
+    source, params = unnest_rows(columns, rows)
+    names = ", ".join(connection.ops.quote_name(name) for name, _ in columns)
+    return f"INSERT INTO {table} ({names}) SELECT {names} FROM {source}", params  # noqa: S608 - callers' names
+
+
+def rows_insert(
+    table: str, columns: Sequence[Column], rows: Sequence[Sequence[object]], *, suffix: str = ""
+) -> list[tuple]:
+    """Insert `rows` into `table` in one statement, in their order; `suffix` may add an
+    `ON CONFLICT` or a `RETURNING` clause, whose rows come back in the order of `rows`."""
+    if not rows:
+        return []
+    statement, params = insert_sql(table, columns, rows)
+    with connection.cursor() as cursor:
+        cursor.execute(f"{statement} {suffix}", params)
+        return cursor.fetchall() if "RETURNING" in suffix.upper() else []

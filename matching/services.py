@@ -1,6 +1,7 @@
 """Writes to markets and orders. Each public function is one transaction; Kafka hears about it only
 after commit, through the outbox."""
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -12,7 +13,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from accounts.models import AMOUNT_LIMIT, Account, Asset, LedgerEntry, User
-from accounts.services import audit_record, funds_lock_steps, funds_release, operator_check
+from accounts.services import audit_record, funds_lock_steps, operator_check
 from core import sql
 from core.errors import Conflict, ExchangeError, Forbidden, InsufficientFunds, InvalidRequest, NotFound, Unauthorized
 from core.kafka import client, topics
@@ -392,12 +393,14 @@ def _placements_write(
     owner's available account to their locked one (`funds_lock_steps`). The available accounts are
     the ones `_LOCK_SQL` locked and the balance check was made on; the database's non-negative
     constraint stands behind it."""
-    orders_sql, orders_params = sql.insert_rows(
-        Order, _ORDER_FIELDS, [[getattr(o, Order._meta.get_field(f).attname) for f in _ORDER_FIELDS] for o in orders]
+    orders_sql, orders_params = sql.insert_sql(
+        sql.table(Order),
+        sql.columns(Order, _ORDER_FIELDS),
+        [[getattr(o, Order._meta.get_field(f).attname) for f in _ORDER_FIELDS] for o in orders],
     )
-    outbox_sql, outbox_params = sql.insert_rows(
-        OutboxMessage,
-        _OUTBOX_FIELDS,
+    outbox_sql, outbox_params = sql.insert_sql(
+        sql.table(OutboxMessage),
+        sql.columns(OutboxMessage, _OUTBOX_FIELDS),
         [(topics.ORDERS, o.market_id, schemas.encode_command(order_command(o)), now, 0, "") for o in orders],
     )
     funds_sql, funds_params = funds_lock_steps(
@@ -635,44 +638,64 @@ def orders_cancel_all(
 
 # --- Orders as the engine's output changes them ----------------------------------------------------
 #
-# Settlement applies the engine's events and calls these for the orders they name: matching alone
-# writes orders. Each takes an order the caller has locked (`select_for_update`) in its own
-# transaction and writes that one row; none reads anything again.
+# Settlement applies a batch of engine events to the orders it has locked (`select_for_update`) in
+# its transaction. The first three change one order in memory, so that the batch's later events are
+# checked against the order as the earlier ones left it; `orders_settle_apply` then writes every
+# order the batch changed in one statement. Matching alone decides how an event changes an order
+# and writes it; the ledger lines that move the money are the caller's.
 
 
 def order_open(*, order: Order) -> None:
     """The engine accepted the order and it rests on the book."""
     order.status = Order.Status.OPEN
-    order.save(update_fields=["status", "updated_at"])
 
 
 def order_fill_apply(*, order: Order, quantity: Decimal, quote: Decimal, fee: Decimal, lock_used: Decimal) -> None:
     """A trade filled `quantity` (worth `quote`) of the order, charged `fee` and spent `lock_used`
-    of what it locked; the ledger lines that move the money are the caller's."""
+    of what it locked."""
     order.filled += quantity
     order.filled_quote += quote
     order.fee += fee
     order.locked -= lock_used
     if order.status in (Order.Status.PENDING, Order.Status.OPEN):
         order.status = Order.Status.PARTIALLY_FILLED
-    order.save(update_fields=["filled", "filled_quote", "fee", "locked", "status", "updated_at"])
 
 
-def order_release(*, order: Order, status: str, reason: str = "") -> None:
-    """The order is finished (`status`: filled, cancelled or rejected): what it still locks goes back
-    to its owner's available balance."""
-    if order.locked > 0:
-        funds_release(
-            user=order.user,
-            asset=order.lock_asset_id,
-            amount=order.locked,
-            kind=LedgerEntry.Kind.ORDER_RELEASE,
-            reference=f"order:{order.pk}",
-        )
+def order_release(*, order: Order, status: str, reason: str = "") -> Decimal:
+    """The order is finished (`status`: filled, cancelled or rejected); returns what it still
+    locked, which goes back to its owner's available balance."""
+    held = order.locked
     order.locked = Decimal(0)
     order.status = status
     order.reason = reason
-    order.save(update_fields=["locked", "status", "reason", "updated_at"])
+    return held
+
+
+_SETTLED_FIELDS = [
+    ("id", "bigint"),
+    ("status", "varchar"),
+    ("filled", "numeric"),
+    ("filled_quote", "numeric"),
+    ("fee", "numeric"),
+    ("locked", "numeric"),
+    ("reason", "varchar"),
+]
+
+
+def orders_settle_apply(*, orders: Iterable[Order]) -> int:
+    """Write what settlement changed of these orders (status, fills, fees, what they lock, reason)
+    in one statement however many they are; the caller holds their row locks. Returns how many."""
+    rows = [(o.pk, o.status, o.filled, o.filled_quote, o.fee, o.locked, o.reason) for o in orders]
+    if not rows:
+        return 0
+    source, params = sql.unnest_rows(_SETTLED_FIELDS, rows)
+    columns = ", ".join(f"{name} = u.{name}" for name, _ in _SETTLED_FIELDS[1:])
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {Order._meta.db_table} AS o SET {columns}, updated_at = %s FROM {source} WHERE o.id = u.id",  # noqa: S608 - names from the model
+            [timezone.now(), *params],
+        )
+        return cursor.rowcount
 
 
 # --- Engine snapshots -----------------------------------------------------------------------------

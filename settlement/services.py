@@ -1,31 +1,41 @@
 """Settlement: engine events into the inbox, then from the inbox into orders, trades and balances.
 
-Two transactions, each idempotent:
+Two transactions, each idempotent, each a fixed number of statements however large its batch:
 - `events_ingest` (the consumer process) stores a Kafka batch in the inbox, unique by
   (market, seq), with the Kafka offsets it came from. Seeing an event twice stores it once.
-- `market_settle` (a Celery task) applies the next contiguous events of one market, checks the hash
-  chain and each event against the orders in the database (`settlement.checks`) as it goes, and
-  moves the market's cursor in the same transaction as the effects. Running it twice, or
-  concurrently, applies each event once.
+- `market_settle` (a Celery task) applies the next contiguous events of one market: it checks the
+  hash chain and each event against the orders in the database (`settlement.checks`) in memory,
+  then writes the trades, ledger entries, balances, orders and the market's cursor with set-based
+  statements in the same transaction. Running it twice, or concurrently, applies each event once.
 """
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_DOWN, Decimal
+from typing import NamedTuple
 
 import structlog
 from django.conf import settings
-from django.db import transaction
-from django.db.models import F, Q
-from django.db.models.functions import Greatest
+from django.db import connection, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from accounts.models import Account, LedgerEntry, User
-from accounts.services import account_get, accounts_lock, audit_record, ledger_post, operator_check
+from accounts.services import (
+    AccountKey,
+    Move,
+    Posting,
+    accounts_open_and_lock,
+    audit_record,
+    ledger_post_many,
+    operator_check,
+)
+from core import sql
 from matching import schemas
 from matching.engine import ChainCheck, ChainError, Event, event_from_dict
 from matching.models import Market, Order
-from matching.services import order_fill_apply, order_open, order_release
+from matching.services import order_fill_apply, order_open, order_release, orders_settle_apply
 from settlement.checks import event_refusal, order_ids, rejection_effective
 from settlement.models import Alert, ConsumerOffset, EngineEvent, SettlementCursor, Trade
 
@@ -44,77 +54,133 @@ class ReceivedMessage:
 # --- Inbox ----------------------------------------------------------------------------------------
 
 
-def alert_raise(*, kind: str, market: str, message: str) -> Alert:
+def alert_raise(*, kind: str, market: str, message: str) -> None:
     """Open an alert unless the same one is already open."""
-    existing = Alert.objects.filter(kind=kind, market=market, message=message, resolved_at__isnull=True).first()
-    if existing is not None:
-        return existing
-    log.error("settlement_alert", kind=kind, market=market, message=message)
-    return Alert.objects.create(kind=kind, market=market, message=message)
+    alerts_raise([(kind, market, message)])
+
+
+def alerts_raise(alerts: Iterable[tuple[str, str, str]]) -> None:
+    """Open each (kind, market, message) alert that is not already open: two statements for any
+    number."""
+    wanted = list(dict.fromkeys(alerts))
+    if not wanted:
+        return
+    source, params = sql.unnest_rows(
+        [("kind", "varchar"), ("market", "varchar"), ("message", "text")], wanted, alias="w"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            SELECT a.kind, a.market, a.message FROM {Alert._meta.db_table} a
+            JOIN {source} ON a.kind = w.kind AND a.market = w.market AND a.message = w.message
+            WHERE a.resolved_at IS NULL
+            """,  # noqa: S608 - names from the model; every value is a parameter
+            params,
+        )
+        already = set(cursor.fetchall())
+    fresh = [alert for alert in wanted if alert not in already]
+    for kind, market, message in fresh:
+        log.error("settlement_alert", kind=kind, market=market, message=message)
+    Alert.objects.bulk_create(Alert(kind=kind, market=market, message=message) for kind, market, message in fresh)
 
 
 @transaction.atomic
 def events_ingest(*, topic: str, messages: list[ReceivedMessage]) -> set[str]:
     """Store a batch of engine events and the offsets after them; return the markets that got new
-    events."""
+    events. At most seven statements, however many messages, markets and partitions the batch has."""
+    alerts: list[tuple[str, str, str]] = []
     sequenced: list[Event] = []
     for message in messages:
         try:
             event = schemas.decode_event(message.value)
             _storable_check(event)
         except schemas.SchemaError as exc:
-            alert_raise(
-                kind=Alert.Kind.BAD_MESSAGE,
-                market="",
-                message=f"{topic}[{message.partition}]@{message.offset}: {exc}",
-            )
+            alerts.append((Alert.Kind.BAD_MESSAGE, "", f"{topic}[{message.partition}]@{message.offset}: {exc}"))
             continue
         if event.seq == 0:
-            _unsequenced_ignore(event)
+            alerts.append(_unsequenced_ignore(event))
         else:
             sequenced.append(event)
 
     touched: set[str] = set()
     if sequenced:
-        stored = {
-            (market, seq): digest
-            for market, seq, digest in EngineEvent.objects.filter(
-                _any_of((e.market, e.seq) for e in sequenced)
-            ).values_list("market", "seq", "hash")
-        }
+        stored = _stored_hashes({(e.market, e.seq) for e in sequenced})
         fresh: dict[tuple[str, int], EngineEvent] = {}
         for event in sequenced:
             key = (event.market, event.seq)
             known = stored.get(key) or (fresh[key].hash if key in fresh else None)
             if known is None:
+                fields = event.to_dict()
                 fresh[key] = EngineEvent(
-                    market=event.market,
-                    seq=event.seq,
-                    type=event.to_dict()["type"],
-                    payload=event.to_dict(),
-                    hash=event.hash,
+                    market=event.market, seq=event.seq, type=fields["type"], payload=fields, hash=event.hash
                 )
             elif known != event.hash:
-                alert_raise(
-                    kind=Alert.Kind.DIVERGENT_EVENT,
-                    market=event.market,
-                    message=f"event #{event.seq} arrived again with a different hash ({event.hash} != {known})",
+                alerts.append(
+                    (
+                        Alert.Kind.DIVERGENT_EVENT,
+                        event.market,
+                        f"event #{event.seq} arrived again with a different hash ({event.hash} != {known})",
+                    )
                 )
         EngineEvent.objects.bulk_create(fresh.values(), ignore_conflicts=True)
         highest: dict[str, int] = {}
         for market, seq in fresh:
             highest[market] = max(highest.get(market, 0), seq)
-        for market, seq in highest.items():
-            SettlementCursor.objects.get_or_create(market=market)
-            SettlementCursor.objects.filter(pk=market).update(received_seq=Greatest("received_seq", seq))
+        _cursors_receive(highest)
         touched = set(highest)
 
     last: dict[int, int] = {}
     for message in messages:
         last[message.partition] = max(last.get(message.partition, -1), message.offset)
-    for partition, offset in last.items():
-        ConsumerOffset.objects.update_or_create(topic=topic, partition=partition, defaults={"offset": offset + 1})
+    _offsets_store(topic, {partition: offset + 1 for partition, offset in last.items()})
+    alerts_raise(alerts)
     return touched
+
+
+def _stored_hashes(keys: set[tuple[str, int]]) -> dict[tuple[str, int], str]:
+    """The hash the inbox already holds for each of these (market, seq)."""
+    source, params = sql.unnest_rows([("market", "varchar"), ("seq", "bigint")], sorted(keys), alias="k")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT e.market, e.seq, e.hash FROM {EngineEvent._meta.db_table} e "  # noqa: S608 - the model's name
+            f"JOIN {source} ON e.market = k.market AND e.seq = k.seq",
+            params,
+        )
+        return {(market, seq): digest for market, seq, digest in cursor.fetchall()}
+
+
+def _cursors_receive(highest: dict[str, int]) -> None:
+    """Raise each market's `received_seq` to the highest sequence stored, opening its cursor on the
+    first event; markets in name order, so two consumers never deadlock."""
+    if not highest:
+        return
+    table = SettlementCursor._meta.db_table
+    source, params = sql.unnest_rows([("market", "varchar"), ("received_seq", "bigint")], sorted(highest.items()))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            INSERT INTO {table} AS c (market, seq, hash, received_seq, status, updated_at)
+            SELECT u.market, 0, %s, u.received_seq, %s, %s FROM {source}
+            ON CONFLICT (market) DO UPDATE SET received_seq = GREATEST(c.received_seq, EXCLUDED.received_seq)
+            """,  # noqa: S608 - names from the model; every value is a parameter
+            [GENESIS, SettlementCursor.Status.OK, timezone.now(), *params],
+        )
+
+
+def _offsets_store(topic: str, offsets: dict[int, int]) -> None:
+    """Store the next offset to read for each partition."""
+    if not offsets:
+        return
+    source, params = sql.unnest_rows([("partition", "integer"), ("offset", "bigint")], sorted(offsets.items()))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            INSERT INTO {ConsumerOffset._meta.db_table} (topic, partition, "offset", updated_at)
+            SELECT %s, u.partition, u."offset", %s FROM {source}
+            ON CONFLICT (topic, partition) DO UPDATE SET "offset" = EXCLUDED."offset", updated_at = EXCLUDED.updated_at
+            """,  # noqa: S608 - names from the model; every value is a parameter
+            [topic, timezone.now(), *params],
+        )
 
 
 _MARKET_LENGTH = EngineEvent._meta.get_field("market").max_length
@@ -127,7 +193,7 @@ def _storable_check(event: Event) -> None:
         raise schemas.SchemaError(f"event of market {event.market[:_MARKET_LENGTH]!r}... #{event.seq} cannot be stored")
 
 
-def _unsequenced_ignore(event: Event) -> None:
+def _unsequenced_ignore(event: Event) -> tuple[str, str, str]:
     """The engine rejects commands for a market it does not know outside any chain (sequence 0).
 
     Nothing vouches for such an event, so it changes nothing: an order it names stays pending with
@@ -135,18 +201,11 @@ def _unsequenced_ignore(event: Event) -> None:
     has the market, answers within the chain. An operator hears of it once per market.
     """
     log.warning("unsequenced_event_ignored", fields=event.to_dict())
-    alert_raise(
-        kind=Alert.Kind.UNCHAINED_EVENT,
-        market=event.market[:_MARKET_LENGTH],
-        message="events outside the hash chain (sequence 0) were ignored; see the settlement log",
+    return (
+        Alert.Kind.UNCHAINED_EVENT,
+        event.market[:_MARKET_LENGTH],
+        "events outside the hash chain (sequence 0) were ignored; see the settlement log",
     )
-
-
-def _any_of(keys: object) -> Q:
-    condition = Q(pk__in=[])
-    for market, seq in keys:
-        condition |= Q(market=market, seq=seq)
-    return condition
 
 
 # --- Applying events ------------------------------------------------------------------------------
@@ -154,8 +213,30 @@ def _any_of(keys: object) -> Q:
 
 @dataclass
 class _Batch:
+    """One batch of a market's events as applied in memory: the orders and accounts it locked, the
+    orders as its events left them, and what it will write."""
+
     market: Market
-    orders: dict[int, Order] = field(default_factory=dict)
+    orders: dict[int, Order]
+    accounts: dict[AccountKey, Account]
+    postings: list[Posting] = field(default_factory=list)
+    trades: list[tuple] = field(default_factory=list)
+    changed: dict[int, Order] = field(default_factory=dict)
+
+    def account(self, user_id: int | None, asset: str, kind: str) -> Account:
+        return self.accounts[(user_id, asset, kind)]
+
+    def release(self, order: Order, status: str, reason: str = "") -> None:
+        """Close the order; what it still locks goes back to its owner's available balance."""
+        held = order_release(order=order, status=status, reason=reason)
+        if held > 0:
+            asset = order.lock_asset_id
+            moves: list[Move] = [
+                (self.account(order.user_id, asset, Account.Kind.LOCKED), -held),
+                (self.account(order.user_id, asset, Account.Kind.AVAILABLE), held),
+            ]
+            self.postings.append((LedgerEntry.Kind.ORDER_RELEASE, f"order:{order.pk}", moves))
+        self.changed[order.pk] = order
 
 
 def _moment(ts: int) -> datetime:
@@ -168,7 +249,9 @@ def _fee(amount: Decimal, rate: Decimal, quantum: Decimal) -> Decimal:
 
 
 def _apply_accepted(batch: _Batch, event: Event) -> None:
-    order_open(order=batch.orders[event.order_id])
+    order = batch.orders[event.order_id]
+    order_open(order=order)
+    batch.changed[order.pk] = order
 
 
 def _apply_trade(batch: _Batch, event: Event) -> None:
@@ -186,53 +269,52 @@ def _apply_trade(batch: _Batch, event: Event) -> None:
     # A limit buy locked its own price for every lot; it pays the maker's price and gets the rest back.
     buy_lock_used = buy.price * quantity if buy.order_type == Order.Type.LIMIT else quote
 
-    def acct(order: Order | None, asset_id: str, kind: str) -> Account:
-        return account_get(user=order.user if order else None, asset=asset_id, kind=kind)
-
     base, quote_asset = market.base_id, market.quote_id
-    ledger_post(
-        kind=LedgerEntry.Kind.TRADE,
-        reference=f"trade:{market.symbol}:{event.seq}",
-        moves=[
-            (acct(buy, quote_asset, Account.Kind.LOCKED), -buy_lock_used),
-            (acct(buy, quote_asset, Account.Kind.AVAILABLE), buy_lock_used - quote),
-            (acct(sell, quote_asset, Account.Kind.AVAILABLE), quote - seller_fee),
-            (acct(None, quote_asset, Account.Kind.FEES), seller_fee),
-            (acct(sell, base, Account.Kind.LOCKED), -quantity),
-            (acct(buy, base, Account.Kind.AVAILABLE), quantity - buyer_fee),
-            (acct(None, base, Account.Kind.FEES), buyer_fee),
-        ],
-    )
-    Trade.objects.create(
-        market=market,
-        seq=event.seq,
-        price=price,
-        quantity=quantity,
-        quote_amount=quote,
-        taker_side=event.taker_side,
-        buy_order=buy,
-        sell_order=sell,
-        buyer_id=buy.user_id,
-        seller_id=sell.user_id,
-        buyer_fee=buyer_fee,
-        seller_fee=seller_fee,
-        executed_at=_moment(event.ts),
+    account = batch.account
+    moves: list[Move] = [
+        (account(buy.user_id, quote_asset, Account.Kind.LOCKED), -buy_lock_used),
+        (account(buy.user_id, quote_asset, Account.Kind.AVAILABLE), buy_lock_used - quote),
+        (account(sell.user_id, quote_asset, Account.Kind.AVAILABLE), quote - seller_fee),
+        (account(None, quote_asset, Account.Kind.FEES), seller_fee),
+        (account(sell.user_id, base, Account.Kind.LOCKED), -quantity),
+        (account(buy.user_id, base, Account.Kind.AVAILABLE), quantity - buyer_fee),
+        (account(None, base, Account.Kind.FEES), buyer_fee),
+    ]
+    batch.postings.append((LedgerEntry.Kind.TRADE, f"trade:{market.symbol}:{event.seq}", moves))
+    batch.trades.append(
+        (
+            market.symbol,
+            event.seq,
+            price,
+            quantity,
+            quote,
+            event.taker_side,
+            buy.pk,
+            sell.pk,
+            buy.user_id,
+            sell.user_id,
+            buyer_fee,
+            seller_fee,
+            _moment(event.ts),
+        )
     )
     order_fill_apply(order=buy, quantity=quantity, quote=quote, fee=buyer_fee, lock_used=buy_lock_used)
     order_fill_apply(order=sell, quantity=quantity, quote=quote, fee=seller_fee, lock_used=quantity)
+    batch.changed[buy.pk] = buy
+    batch.changed[sell.pk] = sell
 
 
 def _apply_done(batch: _Batch, event: Event) -> None:
-    order_release(order=batch.orders[event.order_id], status=Order.Status.FILLED)
+    batch.release(batch.orders[event.order_id], Order.Status.FILLED)
 
 
 def _apply_cancelled(batch: _Batch, event: Event) -> None:
-    order_release(order=batch.orders[event.order_id], status=Order.Status.CANCELLED, reason=event.reason)
+    batch.release(batch.orders[event.order_id], Order.Status.CANCELLED, event.reason)
 
 
 def _apply_rejected(batch: _Batch, event: Event) -> None:
     if rejection_effective(event):
-        order_release(order=batch.orders[event.order_id], status=Order.Status.REJECTED, reason=event.reason)
+        batch.release(batch.orders[event.order_id], Order.Status.REJECTED, event.reason)
 
 
 def _apply_nothing(batch: _Batch, event: Event) -> None:
@@ -250,47 +332,102 @@ _HANDLERS = {
     "market_resumed": _apply_nothing,
 }
 
+_TRADE_COLUMNS = [
+    ("market_id", "varchar"),
+    ("seq", "bigint"),
+    ("price", "numeric"),
+    ("quantity", "numeric"),
+    ("quote_amount", "numeric"),
+    ("taker_side", "varchar"),
+    ("buy_order_id", "bigint"),
+    ("sell_order_id", "bigint"),
+    ("buyer_id", "bigint"),
+    ("seller_id", "bigint"),
+    ("buyer_fee", "numeric"),
+    ("seller_fee", "numeric"),
+    ("executed_at", "timestamptz"),
+    ("settled_at", "timestamptz"),
+]
+
+
+# What settlement neither checks nor changes of an order: left unread.
+_ORDER_FIELDS_UNUSED = ("cid", "cancel_requested_at", "resends", "resent_at", "updated_at")
+
 
 def _batch_prepare(market: Market, events: list[Event]) -> _Batch:
-    """Lock every account and order the batch touches, in a fixed order, before changing any."""
+    """Lock every order and account the batch touches, each in primary-key order, before changing
+    any: two statements for the orders and accounts, however many."""
     ids = sorted({oid for event in events for oid in order_ids(event)})
-    orders = {
-        o.pk: o
-        for o in Order.objects.select_for_update(of=("self",))
-        .select_related("user", "market")
-        .filter(pk__in=ids)
-        .order_by("pk")
-    }
-    account_ids: list[int] = []
+    locked = Order.objects.select_for_update().filter(pk__in=ids).order_by("pk").defer(*_ORDER_FIELDS_UNUSED)
+    orders = {order.pk: order for order in locked}
+    for order in orders.values():
+        if order.market_id == market.symbol:
+            order.market = market  # what the checks and the releases read of it, without a query
     # An order of another market is never applied here (the checks refuse it): its owner's accounts
     # are left alone.
-    users = {o.user for o in orders.values() if o.market_id == market.symbol}
-    for user in users:
-        for asset in (market.base_id, market.quote_id):
-            for kind in Account.USER_KINDS:
-                account_ids.append(account_get(user=user, asset=asset, kind=kind).pk)
-    for asset in (market.base_id, market.quote_id):
-        account_ids.append(account_get(user=None, asset=asset, kind=Account.Kind.FEES).pk)
-    accounts_lock(account_ids)
-    return _Batch(market=market, orders=orders)
+    accounts = accounts_open_and_lock(
+        user_ids={o.user_id for o in orders.values() if o.market_id == market.symbol},
+        assets=[market.base_id, market.quote_id],
+        system_kinds=[Account.Kind.FEES],
+    )
+    return _Batch(market=market, orders=orders, accounts=accounts)
+
+
+def _batch_write(batch: _Batch) -> None:
+    """Everything the applied events did, in one statement per table: ledger entries, their lines
+    and the balances (`accounts.services`), trades, and the orders (`matching.services`)."""
+    ledger_post_many(postings=batch.postings)
+    now = timezone.now()
+    sql.rows_insert(Trade._meta.db_table, _TRADE_COLUMNS, [(*trade, now) for trade in batch.trades])
+    orders_settle_apply(orders=batch.changed.values())
+
+
+class _Inboxed(NamedTuple):
+    """What settling reads of an inbox row."""
+
+    seq: int
+    hash: str
+    payload: dict
+    received_at: datetime
+
+
+def _cursor_lock(market: str) -> SettlementCursor:
+    cursor = SettlementCursor.objects.select_for_update().filter(pk=market).first()
+    if cursor is None:  # a market nothing was received for yet
+        SettlementCursor.objects.get_or_create(market=market)
+        cursor = SettlementCursor.objects.select_for_update().get(pk=market)
+    return cursor
 
 
 def market_settle(*, market: str, limit: int | None = None) -> int:
-    """Apply the next contiguous engine events of one market; return how many were applied."""
+    """Apply the next contiguous engine events of one market (at most `limit`, by default
+    `SETTLEMENT_BATCH_SIZE`); return how many were applied.
+
+    One transaction of at most thirteen statements, however many events, trades, orders and accounts
+    the batch holds: lock the cursor, read the events, read the market, lock the orders, open and
+    lock the accounts (two); then, the events checked and applied in memory, write the balances, the
+    ledger entries, their lines, the trades, the orders, the events' `settled_at` and the cursor. A
+    write with nothing to write is skipped; a batch that stops at a bad event adds the two
+    statements of its alert.
+    """
     limit = limit or settings.SETTLEMENT_BATCH_SIZE
     with transaction.atomic():
-        cursor, _ = SettlementCursor.objects.get_or_create(market=market)
-        cursor = SettlementCursor.objects.select_for_update().get(pk=market)
+        cursor = _cursor_lock(market)
         if cursor.status in (SettlementCursor.Status.BROKEN_CHAIN, SettlementCursor.Status.INCONSISTENT):
             return 0
-        rows = list(EngineEvent.objects.filter(market=market, seq__gt=cursor.seq).order_by("seq")[:limit])
+        rows = [
+            _Inboxed._make(row)
+            for row in EngineEvent.objects.filter(market=market, seq__gt=cursor.seq)
+            .order_by("seq")
+            .values_list(*_Inboxed._fields)[:limit]
+        ]
         if not rows:
             return 0
         if rows[0].seq != cursor.seq + 1:
             _gap_check(cursor, rows[0])
             return 0
 
-        events: list[tuple[EngineEvent, Event]] = []
+        events: list[tuple[_Inboxed, Event]] = []
         links = ChainCheck(market, cursor.seq, cursor.hash)
         for row in rows:
             if row.seq != links.seq + 1:
@@ -308,7 +445,7 @@ def market_settle(*, market: str, limit: int | None = None) -> int:
                 break
             events.append((row, event))
 
-        applied: list[EngineEvent] = []
+        applied: list[_Inboxed] = []
         market_obj = Market.objects.select_related("base", "quote").filter(pk=market).first() if events else None
         if events and market_obj is None:
             _settlement_stop(cursor, Alert.Kind.UNKNOWN_REFERENCE, f"the database has no market {market}")
@@ -322,9 +459,12 @@ def market_settle(*, market: str, limit: int | None = None) -> int:
                     break
                 _HANDLERS[kind](batch, event)
                 applied.append(row)
+            _batch_write(batch)
         if applied:
             cursor.seq, cursor.hash = applied[-1].seq, applied[-1].hash
-            EngineEvent.objects.filter(pk__in=[row.pk for row in applied]).update(settled_at=timezone.now())
+            EngineEvent.objects.filter(market=market, seq__gte=applied[0].seq, seq__lte=cursor.seq).update(
+                settled_at=timezone.now()
+            )
         if cursor.status == SettlementCursor.Status.GAP:
             cursor.status = SettlementCursor.Status.OK
         cursor.save()
@@ -339,7 +479,7 @@ def _settlement_stop(cursor: SettlementCursor, kind: str, problem: str) -> None:
     alert_raise(kind=kind, market=cursor.market, message=f"{problem}; settlement stopped")
 
 
-def _gap_check(cursor: SettlementCursor, first_waiting: EngineEvent) -> None:
+def _gap_check(cursor: SettlementCursor, first_waiting: _Inboxed) -> None:
     """Events after a hole wait for the hole to fill; if it stays open, an operator hears of it.
 
     Settlement never skips: it resumes by itself once the missing event arrives.

@@ -11,11 +11,11 @@ from django.test.utils import CaptureQueriesContext
 
 from accounts.models import Account, LedgerLine
 from matching import schemas
-from matching.engine import CancelOrder
+from matching.engine import AddMarket, CancelOrder, Engine
 from matching.models import Order, OutboxMessage
 from matching.services import order_cancel
-from settlement.models import Alert, EngineEvent, SettlementCursor, Trade
-from settlement.services import market_settle
+from settlement.models import Alert, ConsumerOffset, EngineEvent, SettlementCursor, Trade
+from settlement.services import ReceivedMessage, events_ingest, market_settle
 from tests.unit.conftest import balance, place
 
 pytestmark = pytest.mark.django_db
@@ -249,17 +249,105 @@ def order_for_nobody():
     )
 
 
-# Statements one settlement pass over a crossing pair runs: the market added, two acceptances, the
-# trade, two orders done, then one look that finds nothing more. More means something now reads again
-# what the batch already holds, or writes a row twice.
-SETTLE_PAIR_STATEMENTS = 65
+# Statements one `market_settle` batch runs, however many events, trades, orders and accounts it
+# holds: lock the cursor, read the events, read the market, lock the orders, open and lock the
+# accounts (two), the balances, the ledger entries, the ledger lines, the trades, the orders, the
+# events settled and the cursor, plus the savepoint and its release that the test's transaction adds.
+SETTLE_BATCH_STATEMENTS = 15
+# And one `events_ingest` of a Kafka batch, however many messages, markets and partitions: look up
+# what the inbox holds, store the new events, raise the markets' received sequence, store the
+# offsets, and two for the alerts of whatever was unreadable; plus the savepoint and its release.
+INGEST_BATCH_STATEMENTS = 8
 
 
-def test_settling_a_crossing_pair_stays_within_its_statement_budget(pipeline, alice, bob):
+def crossing_trades(pipeline, make_user, fund, *, pairs: int, prefix: str) -> None:
+    """`pairs` crossing pairs between traders of their own (new accounts for settlement to open),
+    with a buy priced above the sell (its lock partly refunded), a partial fill and a cancel among
+    them, fed through the engine and delivered to the inbox."""
+    sellers, buyers = [], []
+    for i in range(max(pairs // 2, 2)):
+        seller, buyer = make_user(username=f"{prefix}seller{i}"), make_user(username=f"{prefix}buyer{i}")
+        fund(seller, "BTC", "1")
+        fund(buyer, "USDT", "100000")
+        sellers.append(seller)
+        buyers.append(buyer)
+    for i in range(pairs):
+        seller, buyer = sellers[i % len(sellers)], buyers[i % len(buyers)]
+        place(seller, f"s{i}", "sell", "50000", "0.01")
+        place(buyer, f"b{i}", "buy", "50001" if i % 3 else "50000", "0.02" if i == 0 else "0.01")
+    resting = place(buyers[-1], "resting", "buy", "40000", "0.01")
+    pipeline.feed_outbox()
+    order_cancel(user=buyers[-1], order_id=resting.pk)
+    pipeline.feed_outbox()
+    pipeline.deliver(pipeline.emitted)
+
+
+def settle_batch_statements(pipeline) -> int:
+    with CaptureQueriesContext(connection) as queries:
+        applied = market_settle(market=pipeline.market, limit=100_000)
+    assert applied == len(pipeline.emitted)
+    assert Trade.objects.exists()
+    assert_ledger_balanced()
+    return len(queries)
+
+
+def test_a_settlement_batch_runs_the_same_statements_for_ten_times_the_events(pipeline, make_user, fund):
+    crossing_trades(pipeline, make_user, fund, pairs=3, prefix="small")
+    small_events = len(pipeline.emitted)
+    small = settle_batch_statements(pipeline)
+
+    pipeline.emitted = []
+    crossing_trades(pipeline, make_user, fund, pairs=40, prefix="large")
+    large = settle_batch_statements(pipeline)
+
+    assert len(pipeline.emitted) >= 10 * small_events
+    assert small == large <= SETTLE_BATCH_STATEMENTS
+
+
+def test_settling_a_crossing_pair_stays_within_the_batch_statement_budget(pipeline, alice, bob):
     place(alice, "sell", "sell", "50000", "0.01")
     place(bob, "buy", "buy", "50000", "0.01")
     pipeline.feed_outbox()
     pipeline.deliver(pipeline.emitted)
     with CaptureQueriesContext(connection) as queries:
-        assert pipeline.settle() == 6
-    assert len(queries) <= SETTLE_PAIR_STATEMENTS
+        assert market_settle(market="BTC_USDT") == 6
+    assert len(queries) <= SETTLE_BATCH_STATEMENTS
+
+
+def engine_output(markets: int, orders_per_market: int) -> list[bytes]:
+    """What the engine emits for crossing orders in several markets (settlement's checks play no
+    part in storing them)."""
+    engine = Engine()
+    raw = []
+    for m in range(markets):
+        market = f"M{m}_USDT"
+        raw += [schemas.encode_event(e) for e in engine.apply(AddMarket(market=market, ts=0))]
+        for i in range(orders_per_market):
+            side = "sell" if i % 2 else "buy"
+            command = dataclasses.replace(order_for_nobody(), market=market, order_id=m * 10_000 + i, side=side)
+            raw += [schemas.encode_event(e) for e in engine.apply(command)]
+    return raw
+
+
+def ingest_statements(raw: list[bytes], partitions: int, first_offset: int) -> int:
+    messages = [
+        ReceivedMessage(partition=i % partitions, offset=first_offset + i, value=value) for i, value in enumerate(raw)
+    ]
+    with CaptureQueriesContext(connection) as queries:
+        events_ingest(topic="ingest-under-test", messages=messages)
+    return len(queries)
+
+
+def test_storing_a_kafka_batch_runs_the_same_statements_for_ten_times_the_messages():
+    # Each batch: events new and already stored, several markets and partitions, one unreadable message.
+    small_raw = engine_output(markets=2, orders_per_market=4)
+    small = ingest_statements([*small_raw, b"not json", *small_raw[:3]], partitions=2, first_offset=0)
+    large_raw = engine_output(markets=10, orders_per_market=20)
+    large = ingest_statements([*large_raw, b"\x00", *large_raw[:30]], partitions=10, first_offset=1000)
+
+    assert len(large_raw) >= 10 * len(small_raw)
+    assert small == large <= INGEST_BATCH_STATEMENTS
+    assert EngineEvent.objects.count() == len({*small_raw, *large_raw})
+    assert SettlementCursor.objects.count() == 10
+    assert ConsumerOffset.objects.filter(topic="ingest-under-test").count() == 10
+    assert Alert.objects.filter(kind="bad_message").count() == 2

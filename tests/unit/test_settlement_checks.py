@@ -21,7 +21,7 @@ from matching import schemas
 from matching.engine import AddMarket, Event, canonical, chain_hash, event_from_dict
 from matching.models import Market, Order, OutboxMessage
 from matching.services import order_cancel, order_command, order_place, orders_resend_stale
-from settlement.models import Alert, SettlementCursor, Trade
+from settlement.models import Alert, EngineEvent, SettlementCursor, Trade
 from tests.unit.conftest import Pipeline, balance, place
 
 pytestmark = pytest.mark.django_db
@@ -34,9 +34,11 @@ class Forger:
     """Writes events into a market's chain the way anyone who can write to `engine-events` could:
     each one gets the next sequence number and a hash chained onto the last one."""
 
-    def __init__(self, pipeline: Pipeline) -> None:
+    def __init__(self, pipeline: Pipeline, *, settle: bool = True) -> None:
+        """Forged events follow what the engine emitted, settled first unless `settle` is False."""
         self.pipeline = pipeline
-        self.pipeline.run()
+        if settle:
+            self.pipeline.run()
         _, self.seq, self.last = pipeline.engine.market_state(pipeline.market)
 
     def event(self, kind: str, **fields: object) -> Event:
@@ -322,6 +324,38 @@ def test_the_events_before_a_refused_one_in_the_same_batch_still_apply(pipeline,
     assert balance(bob, "USDT", "locked") == Decimal("400")
     # Stopped means stopped: nothing after the refused event settles until an operator looks.
     assert pipeline.settle() == 0
+
+
+def test_a_refused_event_in_the_middle_of_a_batch_applies_exactly_the_events_before_it(pipeline, alice, bob):
+    sell = place(alice, "sell", "sell", "50000", "0.01")
+    buy = place(bob, "buy", "buy", "50000", "0.004")
+    pipeline.feed_outbox()
+    genuine = list(pipeline.emitted)  # the market, two acceptances, the trade, the buy done
+    forger = Forger(pipeline, settle=False)
+    forged = forger.trade(sell, buy, "50000", "0.004")  # the buy is filled by then
+    after = forger.event(
+        "cancelled", order_id=sell.pk, user_id=alice.pk, reason="user", remaining=600, remaining_quote=None
+    )
+    pipeline.deliver(genuine)
+    forger.deliver(forged, after)
+
+    assert pipeline.settle() == len(genuine)
+    cursor = SettlementCursor.objects.get()
+    assert (cursor.status, cursor.seq, cursor.hash) == ("inconsistent", forged.seq - 1, forger_hash(genuine[-1]))
+    assert Trade.objects.count() == 1
+    sell.refresh_from_db()
+    buy.refresh_from_db()
+    assert (sell.status, sell.filled, sell.locked) == ("partially_filled", Decimal("0.004"), Decimal("0.006"))
+    assert (buy.status, buy.locked) == ("filled", 0)
+    assert balance(alice, "USDT") == Decimal("199.8")  # 200 less the 0.1% maker fee
+    assert balance(bob, "BTC") == Decimal("0.003992")  # 0.004 less the 0.2% taker fee
+    assert balance(alice, "BTC", "locked") == Decimal("0.006")
+    assert f"#{forged.seq} (trade)" in Alert.objects.get().message
+    assert not EngineEvent.objects.filter(seq__gte=forged.seq, settled_at__isnull=False).exists()
+
+
+def forger_hash(raw: bytes) -> str:
+    return schemas.decode_event(raw).hash
 
 
 # --- fees fixed at placement ----------------------------------------------------------------------
