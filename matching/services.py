@@ -8,9 +8,11 @@ from decimal import Decimal
 
 import structlog
 from django.conf import settings
+from django.core.cache import cache
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
+from redis.exceptions import RedisError
 
 from accounts.models import AMOUNT_LIMIT, Account, Asset, LedgerEntry, User
 from accounts.services import audit_record, funds_lock_steps, operator_check
@@ -20,6 +22,8 @@ from core.kafka import client, topics
 from matching import schemas
 from matching.engine import AddMarket, CancelAll, CancelOrder, Command, Engine, HaltMarket, NewOrder, ResumeMarket
 from matching.models import EngineSnapshot, Market, Order, OutboxMessage
+from matching.progress import settlement_progress
+from matching.selectors import ENGINE_STATE_KEY
 
 log = structlog.get_logger(__name__)
 
@@ -98,12 +102,46 @@ def _resend_due(order: Order, now: datetime) -> bool:
     return (now - since).total_seconds() >= wait
 
 
+def _engine_read_past() -> dict[str, int] | None:
+    """Per market, a time (ms) such that every command published before it has reached the
+    matching worker: the later of the newest command it applied in that market and the last time it
+    found its input read to the end, as it last published (`run_matching_engine`), and only for
+    markets whose settlement has applied everything the engine had emitted by then. Markets not
+    named are behind. None when the worker's state is unknown (Redis restarted, no worker ran yet):
+    the sweep then goes by time alone."""
+    try:
+        state = cache.get(ENGINE_STATE_KEY)
+    except (RedisError, OSError):
+        return None
+    if not state or "applied_ts" not in state:
+        return None
+    emitted: dict[str, int] = state.get("sequences", {})
+    settled = settlement_progress().settled_sequences(markets=list(emitted))
+    idle = state.get("caught_up_at") or 0
+    return {
+        market: max(idle, state["applied_ts"].get(market, 0))
+        for market, seq in emitted.items()
+        if settled.get(market, 0) >= seq
+    }
+
+
 def orders_resend_stale(*, limit: int = 1000) -> int:
     """A broker that lost acknowledged messages (a crash before its disk write) would leave orders
     pending or cancels unapplied forever; the database knows better, so it asks again. The engine
-    drops a copy of an order it already has."""
+    drops a copy of an order it already has.
+
+    A command is asked for again only once it is known to be lost, not merely waiting: the relay has
+    published everything older than a second, the matching worker has read past the command's time
+    by `OUTBOX_RETRY_SECONDS`, and settlement has applied what the worker emitted. Behind a backlog
+    an order is pending because the pipeline is busy, and copies would only add to its work. The
+    copies of one sweep go to the broker as one batch.
+    """
     now = timezone.now()
     cutoff = now - timedelta(seconds=settings.OUTBOX_RETRY_SECONDS)
+    if OutboxMessage.objects.filter(published_at__isnull=True, created_at__lt=now - timedelta(seconds=1)).exists():
+        return 0
+    read_past = _engine_read_past()
+    margin = int(settings.OUTBOX_RETRY_SECONDS * 1000)
     stale = (
         Order.objects.filter(
             Q(status=Order.Status.PENDING, created_at__lt=cutoff)
@@ -112,7 +150,7 @@ def orders_resend_stale(*, limit: int = 1000) -> int:
         .select_related("market")
         .order_by("pk")[:limit]
     )
-    resent = 0
+    due: list[tuple[Order, list[Command]]] = []
     for order in stale:
         if not _resend_due(order, now):
             continue
@@ -128,18 +166,30 @@ def orders_resend_stale(*, limit: int = 1000) -> int:
                     ts=millis(order.cancel_requested_at),
                 )
             )
-        for command in commands:
-            try:
-                client.send(topics.ORDERS, command.market, schemas.encode_command(command))
-            except Exception as exc:  # noqa: BLE001 - the next sweep tries again
-                log.warning("order_resend_failed", order_id=order.pk, error=repr(exc))
-                client.reset_producer()
-                return resent
-        Order.objects.filter(pk=order.pk).update(resent_at=now, resends=F("resends") + 1)
-        resent += 1
-    if resent:
-        log.info("orders_resent", count=resent)
-    return resent
+        if read_past is not None:
+            passed = read_past.get(order.market_id, 0)
+            commands = [command for command in commands if command.ts + margin <= passed]
+        if commands:
+            due.append((order, commands))
+    if not due:
+        return 0
+    messages = [
+        (topics.ORDERS, command.market, schemas.encode_command(command)) for _, commands in due for command in commands
+    ]
+    sent, error = client.send_batch(messages)
+    done, counted = [], 0
+    for order, commands in due:
+        counted += len(commands)
+        if counted > sent:
+            break
+        done.append(order.pk)
+    if sent < len(messages):
+        log.warning("order_resend_failed", sent=sent, left=len(messages) - sent, error=repr(error))
+        client.reset_producer()
+    Order.objects.filter(pk__in=done).update(resent_at=now, resends=F("resends") + 1)
+    if done:
+        log.info("orders_resent", count=len(done))
+    return len(done)
 
 
 # --- Markets --------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import psycopg
 import pytest
+from django.core.cache import cache
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -19,7 +20,9 @@ from matching import schemas
 from matching.engine import CancelOrder
 from matching.management.commands.run_outbox_relay import Relay
 from matching.models import OUTBOX_CHANNEL, Order, OutboxMessage
+from matching.selectors import ENGINE_STATE_KEY
 from matching.services import orders_resend_stale, outbox_add, outbox_relay_batch
+from settlement.models import SettlementCursor
 from tests.unit.conftest import place
 
 # Order ids no other test of the run (they share the topics) puts in a command.
@@ -29,6 +32,7 @@ _ids = itertools.count(int(time.time() * 1000) % 10**9 * 1000)
 @pytest.fixture
 def order(btc_usdt, make_user, fund) -> Order:
     client.ensure_topics()
+    cache.delete(ENGINE_STATE_KEY)  # no worker has said anything: the sweep goes by time alone
     user = make_user()
     fund(user, "USDT", "1000")
     return place(user, "outbox", "buy", "50000", "0.01")
@@ -362,3 +366,82 @@ def test_the_relay_loop_runs_the_resend_sweep(order, settings):
         relay.teardown(ready=True)
     assert unpublished() == 0
     assert Order.objects.get(pk=order.pk).resends == 1
+
+
+def engine_says(*, applied_ts: int = 0, caught_up_at: int | None = None, emitted: int = 5) -> None:
+    """The state the matching worker publishes after each batch, as the resend sweep reads it."""
+    cache.set(
+        ENGINE_STATE_KEY,
+        {
+            "worker": "orders:0",
+            "commands": 1,
+            "sequences": {"BTC_USDT": emitted},
+            "applied_ts": {"BTC_USDT": applied_ts},
+            "caught_up_at": caught_up_at,
+        },
+        timeout=None,
+    )
+
+
+def settled_to(seq: int) -> None:
+    SettlementCursor.objects.update_or_create(market="BTC_USDT", defaults={"seq": seq, "received_seq": seq})
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@pytest.mark.services
+@pytest.mark.django_db
+def test_an_order_the_engine_has_not_read_past_is_not_sent_again_however_old(order, settings):
+    settings.OUTBOX_RETRY_SECONDS = 1
+    created = timezone.now() - timedelta(minutes=5)
+    Order.objects.filter(pk=order.pk).update(created_at=created)
+    OutboxMessage.objects.update(published_at=timezone.now())
+    settled_to(5)
+    engine_says(applied_ts=int(created.timestamp() * 1000) + 500)  # behind: busy, not lost
+    assert orders_resend_stale() == 0
+
+    engine_says(applied_ts=int(created.timestamp() * 1000) + 500, caught_up_at=now_ms())  # idle since: lost
+    assert orders_resend_stale() == 1
+    assert last_command_for(order.pk)["type"] == "new"
+
+
+@pytest.mark.services
+@pytest.mark.django_db
+def test_no_order_is_sent_again_while_settlement_is_behind_the_engine(order, settings):
+    settings.OUTBOX_RETRY_SECONDS = 1
+    Order.objects.filter(pk=order.pk).update(created_at=timezone.now() - timedelta(minutes=5))
+    OutboxMessage.objects.update(published_at=timezone.now())
+    engine_says(caught_up_at=now_ms(), emitted=5)
+    settled_to(4)  # the engine may have answered it in event 5
+    assert orders_resend_stale() == 0
+    settled_to(5)
+    assert orders_resend_stale() == 1
+
+
+@pytest.mark.services
+@pytest.mark.django_db
+def test_no_order_is_sent_again_while_the_relay_is_behind(order, settings):
+    settings.OUTBOX_RETRY_SECONDS = 1
+    Order.objects.filter(pk=order.pk).update(created_at=timezone.now() - timedelta(minutes=5))
+    OutboxMessage.objects.update(created_at=timezone.now() - timedelta(seconds=2))  # still unpublished
+    assert orders_resend_stale() == 0
+
+
+@pytest.mark.services
+@pytest.mark.django_db
+def test_the_copies_of_one_sweep_go_to_the_broker_as_one_batch(btc_usdt, make_user, fund, settings, monkeypatch):
+    settings.OUTBOX_RETRY_SECONDS = 1
+    client.ensure_topics()
+    cache.delete(ENGINE_STATE_KEY)
+    user = make_user()
+    fund(user, "USDT", "10000")
+    orders = [place(user, f"resend_batch_{n:06d}", "buy", "50000", "0.01") for n in range(3)]
+    Order.objects.filter(pk__in=[o.pk for o in orders]).update(created_at=timezone.now() - timedelta(minutes=5))
+    OutboxMessage.objects.update(published_at=timezone.now())
+    batches = []
+    send_batch = client.send_batch
+    monkeypatch.setattr(client, "send_batch", lambda messages: batches.append(len(messages)) or send_batch(messages))
+    assert orders_resend_stale() == 3
+    assert batches == [3]

@@ -39,6 +39,10 @@ class SendFailed(Exception):
     """The broker did not acknowledge every event of a batch."""
 
 
+# How often an idle worker says so (`caught_up_at` in its published state).
+_IDLE_PUBLISH_SECONDS = 0.5
+
+
 class Worker(LoopWorker):
     name = "engine"
 
@@ -63,6 +67,12 @@ class Worker(LoopWorker):
         self.snapshot_id = 0
         self.markets: dict[str, Market] = {}
         self.consumer = None
+        # What the relay's resend sweep needs to tell a lost command from one not yet read: per
+        # market, the newest command time applied (ms), and the last time a poll found the input
+        # read to its end.
+        self.applied_ts: dict[str, int] = {}
+        self.caught_up_at: int | None = None
+        self.idle_published_at = 0.0
 
     # --- state ------------------------------------------------------------------------------------
 
@@ -200,6 +210,7 @@ class Worker(LoopWorker):
                             producer.send(events_topic, key=event.market.encode(), value=schemas.encode_event(event))
                         )
                     touched.add(command.market)
+                    self.applied_ts[command.market] = max(self.applied_ts.get(command.market, 0), command.ts)
                 self.offsets[tp.partition] = record.offset + 1
                 self.commands += 1
                 applied += 1
@@ -243,6 +254,8 @@ class Worker(LoopWorker):
                     "worker": self.worker_id,
                     "commands": self.commands,
                     "sequences": self.engine.sequences(),
+                    "applied_ts": self.applied_ts,
+                    "caught_up_at": self.caught_up_at,
                 },
                 timeout=None,
             )
@@ -260,7 +273,11 @@ class Worker(LoopWorker):
         log.info("engine_running", worker=self.worker_id, markets=sorted(self.engine.markets))
 
     def step(self) -> None:
-        self.run_batch()
+        if not self.run_batch() and time.monotonic() - self.idle_published_at >= _IDLE_PUBLISH_SECONDS:
+            # Nothing left to read: every command published before this moment has been applied.
+            self.caught_up_at = int(time.time() * 1000)
+            self.idle_published_at = time.monotonic()
+            self.publish_state(set())
         if self.snapshot_due():
             close_old_connections()
             if not self.snapshot():
