@@ -392,23 +392,32 @@ class _Inboxed(NamedTuple):
 
 
 def _cursor_lock(market: str) -> SettlementCursor:
-    cursor = SettlementCursor.objects.select_for_update().filter(pk=market).first()
-    if cursor is None:  # a market nothing was received for yet
-        SettlementCursor.objects.get_or_create(market=market)
-        cursor = SettlementCursor.objects.select_for_update().get(pk=market)
-    return cursor
+    """Serialise the settlement of one market, then read its cursor.
+
+    The lock is a transaction-scoped advisory lock on the market, not the cursor row's: the
+    consumer raises the cursor's `received_seq` in transactions of its own, and a row lock held for
+    a whole batch made every store of that market's events wait for the batch to commit. The
+    cursor is read after the lock is held, so it is the one the previous batch committed; the batch
+    writes back only what it owns of the row (`seq`, `hash`, `status`).
+    """
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtext('settlement'), hashtext(%s))", [market])
+    found = SettlementCursor.objects.filter(pk=market).first()
+    if found is None:  # a market nothing was received for yet
+        found, _ = SettlementCursor.objects.get_or_create(market=market)
+    return found
 
 
 def market_settle(*, market: str, limit: int | None = None) -> int:
     """Apply the next contiguous engine events of one market (at most `limit`, by default
     `SETTLEMENT_BATCH_SIZE`); return how many were applied.
 
-    One transaction of at most thirteen statements, however many events, trades, orders and accounts
-    the batch holds: lock the cursor, read the events, read the market, lock the orders, open and
-    lock the accounts (two); then, the events checked and applied in memory, write the balances, the
-    ledger entries, their lines, the trades, the orders, the events' `settled_at` and the cursor. A
-    write with nothing to write is skipped; a batch that stops at a bad event adds the two
-    statements of its alert.
+    One transaction of at most fourteen statements, however many events, trades, orders and
+    accounts the batch holds: lock the market and read its cursor (two), read the events, read the
+    market, lock the orders, open and lock the accounts (two); then, the events checked and applied
+    in memory, write the balances, the ledger entries, their lines, the trades, the orders, the
+    events' `settled_at` and the cursor. A write with nothing to write is skipped; a batch that
+    stops at a bad event adds the two statements of its alert.
     """
     limit = limit or settings.SETTLEMENT_BATCH_SIZE
     with transaction.atomic():
@@ -467,7 +476,7 @@ def market_settle(*, market: str, limit: int | None = None) -> int:
             )
         if cursor.status == SettlementCursor.Status.GAP:
             cursor.status = SettlementCursor.Status.OK
-        cursor.save()
+        cursor.save(update_fields=["seq", "hash", "status", "updated_at"])
         return len(applied)
 
 

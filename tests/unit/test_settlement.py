@@ -3,6 +3,8 @@ events go through their wire format into the inbox and out through `market_settl
 
 import dataclasses
 import json
+import threading
+import time
 from decimal import Decimal
 
 import pytest
@@ -14,6 +16,7 @@ from matching import schemas
 from matching.engine import AddMarket, CancelOrder, Engine
 from matching.models import Order, OutboxMessage
 from matching.services import order_cancel
+from settlement import services as settlement_services
 from settlement.models import Alert, ConsumerOffset, EngineEvent, SettlementCursor, Trade
 from settlement.services import ReceivedMessage, events_ingest, market_settle
 from tests.unit.conftest import balance, place
@@ -250,10 +253,10 @@ def order_for_nobody():
 
 
 # Statements one `market_settle` batch runs, however many events, trades, orders and accounts it
-# holds: lock the cursor, read the events, read the market, lock the orders, open and lock the
+# holds: lock the market, read its cursor, read the events, read the market, lock the orders, open and lock the
 # accounts (two), the balances, the ledger entries, the ledger lines, the trades, the orders, the
 # events settled and the cursor, plus the savepoint and its release that the test's transaction adds.
-SETTLE_BATCH_STATEMENTS = 15
+SETTLE_BATCH_STATEMENTS = 16
 # And one `events_ingest` of a Kafka batch, however many messages, markets and partitions: look up
 # what the inbox holds, store the new events, raise the markets' received sequence, store the
 # offsets, and two for the alerts of whatever was unreadable; plus the savepoint and its release.
@@ -351,3 +354,47 @@ def test_storing_a_kafka_batch_runs_the_same_statements_for_ten_times_the_messag
     assert SettlementCursor.objects.count() == 10
     assert ConsumerOffset.objects.filter(topic="ingest-under-test").count() == 10
     assert Alert.objects.filter(kind="bad_message").count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_storing_events_does_not_wait_for_a_settlement_batch_of_the_same_market(pipeline, alice, bob, monkeypatch):
+    """The consumer raises the market's received sequence while a Celery task is in the middle of a
+    batch of that market: the store must not queue behind the batch's transaction."""
+    place(alice, "sell", "sell", "50000", "0.01")
+    pipeline.feed_outbox()
+    pipeline.deliver(pipeline.emitted)
+    pipeline.emitted = []
+    in_batch, release = threading.Event(), threading.Event()
+    write = settlement_services._batch_write
+
+    def held_write(batch):
+        in_batch.set()
+        release.wait(10)
+        return write(batch)
+
+    monkeypatch.setattr(settlement_services, "_batch_write", held_write)
+
+    def settle_in_thread() -> None:
+        try:
+            market_settle(market="BTC_USDT")
+        finally:
+            connection.close()
+
+    settling = threading.Thread(target=settle_in_thread)
+    settling.start()
+    try:
+        assert in_batch.wait(10)
+        place(bob, "buy", "buy", "50000", "0.01")
+        pipeline.feed_outbox()
+        started = time.monotonic()
+        pipeline.deliver(pipeline.emitted)
+        stored_in = time.monotonic() - started
+    finally:
+        release.set()
+        settling.join(15)
+    assert stored_in < 2, f"storing waited {stored_in:.1f} s for the settlement batch"
+    monkeypatch.setattr(settlement_services, "_batch_write", write)
+    pipeline.settle()
+    cursor = SettlementCursor.objects.get(pk="BTC_USDT")
+    assert cursor.seq == cursor.received_seq == EngineEvent.objects.filter(market="BTC_USDT").count()
+    assert Trade.objects.count() == 1
