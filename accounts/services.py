@@ -174,18 +174,14 @@ def funds_lock_steps(
     return steps, params
 
 
-def accounts_open_and_lock(
-    *, user_ids: Iterable[int], assets: Iterable[str], system_kinds: Iterable[str] = ()
-) -> dict[AccountKey, Account]:
-    """The available and locked accounts of these users, and the system accounts of `system_kinds`,
-    in each of `assets`: opened (empty) where they do not exist yet, then locked in primary-key
-    order. Two statements however many accounts; the result is keyed by (user id, or None for a
-    system account, asset, kind), with the balances as the lock found them."""
-    users, assets, system = sorted(set(user_ids)), sorted(set(assets)), sorted(set(system_kinds))
-    wanted = [(user, asset, kind) for user in users for asset in assets for kind in Account.USER_KINDS]
-    wanted += [(None, asset, kind) for asset in assets for kind in system]
+def accounts_open(*, keys: Iterable[AccountKey]) -> None:
+    """Open (empty) the accounts of these keys, (user id, or None for a system account, asset,
+    kind), that do not exist yet: one statement however many, and no lock. The caller locks them
+    (`accounts_lock_keys`) right before it writes them, so that an order placement locking the same
+    accounts waits only for those writes, not for all of the caller's work."""
+    wanted = sorted(set(keys), key=lambda key: (key[0] is None, key[0] or 0, key[1], key[2]))
     if not wanted:
-        return {}
+        return
     table = Account._meta.db_table
     source, params = sql.unnest_rows(_ACCOUNT_KEY, wanted, alias="w")
     with connection.cursor() as cursor:
@@ -204,6 +200,16 @@ def accounts_open_and_lock(
             """,  # noqa: S608 - names from the models; every value is a parameter
             [timezone.now(), *params],
         )
+
+
+def accounts_lock_keys(keys: Iterable[AccountKey]) -> dict[AccountKey, int]:
+    """Lock the accounts of these keys in primary-key order (one statement) and return their ids.
+    The lock covers every user account of the users named in the assets named, and the system
+    accounts of the kinds named in those assets."""
+    keys = set(keys)
+    users = {user for user, _, _ in keys if user is not None}
+    assets = {asset for _, asset, _ in keys}
+    system = {kind for user, _, kind in keys if user is None}
     locked = (
         Account.objects.select_for_update()
         .filter(
@@ -211,8 +217,9 @@ def accounts_open_and_lock(
             | Q(user__isnull=True, asset_id__in=assets, kind__in=system)
         )
         .order_by("pk")
+        .values_list("pk", "user_id", "asset_id", "kind")
     )
-    return {(account.user_id, account.asset_id, account.kind): account for account in locked}
+    return {(user, asset, kind): pk for pk, user, asset, kind in locked}
 
 
 def ledger_post_many(*, postings: Sequence[Posting]) -> int:
@@ -224,7 +231,7 @@ def ledger_post_many(*, postings: Sequence[Posting]) -> int:
     asset is refused (`ValueError`, nothing written), its lines are one per account in account
     order, zero lines left out, and a debit that would take an account which may not be negative
     below zero raises `InsufficientFunds` for that entry, which rolls the caller back. The caller
-    has locked the accounts in primary-key order (`accounts_open_and_lock`, `accounts_lock`) within
+    has locked the accounts in primary-key order (`accounts_lock`, `accounts_lock_keys`) within
     its transaction; the update returns each balance as it was, and the entries are replayed over
     those in order, so a debit is judged on the balance the entries before it left.
     """

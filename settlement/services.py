@@ -26,7 +26,8 @@ from accounts.services import (
     AccountKey,
     Move,
     Posting,
-    accounts_open_and_lock,
+    accounts_lock_keys,
+    accounts_open,
     audit_record,
     ledger_post_many,
     operator_check,
@@ -213,18 +214,23 @@ def _unsequenced_ignore(event: Event) -> tuple[str, str, str]:
 
 @dataclass
 class _Batch:
-    """One batch of a market's events as applied in memory: the orders and accounts it locked, the
-    orders as its events left them, and what it will write."""
+    """One batch of a market's events as applied in memory: the orders it locked, the accounts its
+    postings move (locked when it writes), the orders as its events left them, and what it will
+    write."""
 
     market: Market
     orders: dict[int, Order]
-    accounts: dict[AccountKey, Account]
+    accounts: dict[AccountKey, Account] = field(default_factory=dict)
     postings: list[Posting] = field(default_factory=list)
     trades: list[tuple] = field(default_factory=list)
     changed: dict[int, Order] = field(default_factory=dict)
 
     def account(self, user_id: int | None, asset: str, kind: str) -> Account:
-        return self.accounts[(user_id, asset, kind)]
+        """The account as the postings name it; its id is filled in when the batch locks it."""
+        key = (user_id, asset, kind)
+        if key not in self.accounts:
+            self.accounts[key] = Account(user_id=user_id, asset_id=asset, kind=kind)
+        return self.accounts[key]
 
     def release(self, order: Order, status: str, reason: str = "") -> None:
         """Close the order; what it still locks goes back to its owner's available balance."""
@@ -355,8 +361,8 @@ _ORDER_FIELDS_UNUSED = ("cid", "cancel_requested_at", "resends", "resent_at", "u
 
 
 def _batch_prepare(market: Market, events: list[Event]) -> _Batch:
-    """Lock every order and account the batch touches, each in primary-key order, before changing
-    any: two statements for the orders and accounts, however many."""
+    """Lock every order the batch touches, in primary-key order, and open the accounts it may move
+    (two statements however many); the accounts are locked only when the batch writes them."""
     ids = sorted({oid for event in events for oid in order_ids(event)})
     locked = Order.objects.select_for_update().filter(pk__in=ids).order_by("pk").defer(*_ORDER_FIELDS_UNUSED)
     orders = {order.pk: order for order in locked}
@@ -365,17 +371,26 @@ def _batch_prepare(market: Market, events: list[Event]) -> _Batch:
             order.market = market  # what the checks and the releases read of it, without a query
     # An order of another market is never applied here (the checks refuse it): its owner's accounts
     # are left alone.
-    accounts = accounts_open_and_lock(
-        user_ids={o.user_id for o in orders.values() if o.market_id == market.symbol},
-        assets=[market.base_id, market.quote_id],
-        system_kinds=[Account.Kind.FEES],
+    users = {o.user_id for o in orders.values() if o.market_id == market.symbol}
+    assets = (market.base_id, market.quote_id)
+    accounts_open(
+        keys=[
+            *((user, asset, kind) for user in users for asset in assets for kind in Account.USER_KINDS),
+            *((None, asset, Account.Kind.FEES) for asset in assets),
+        ]
     )
-    return _Batch(market=market, orders=orders, accounts=accounts)
+    return _Batch(market=market, orders=orders)
 
 
 def _batch_write(batch: _Batch) -> None:
     """Everything the applied events did, in one statement per table: ledger entries, their lines
-    and the balances (`accounts.services`), trades, and the orders (`matching.services`)."""
+    and the balances (`accounts.services`), trades, and the orders (`matching.services`). The
+    accounts are locked here, in primary-key order, not when the batch began: an order placement
+    that locks one of them waits for these writes only."""
+    if batch.postings:
+        ids = accounts_lock_keys(batch.accounts)
+        for key, account in batch.accounts.items():
+            account.pk = ids[key]
     ledger_post_many(postings=batch.postings)
     now = timezone.now()
     sql.rows_insert(Trade._meta.db_table, _TRADE_COLUMNS, [(*trade, now) for trade in batch.trades])

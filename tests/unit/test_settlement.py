@@ -398,3 +398,42 @@ def test_storing_events_does_not_wait_for_a_settlement_batch_of_the_same_market(
     cursor = SettlementCursor.objects.get(pk="BTC_USDT")
     assert cursor.seq == cursor.received_seq == EngineEvent.objects.filter(market="BTC_USDT").count()
     assert Trade.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_placement_does_not_wait_for_a_settlement_batch_to_be_worked_out(pipeline, alice, bob, monkeypatch):
+    """While a batch checks and applies its events in memory it holds no lock on its traders'
+    accounts: an order of the same trader is placed at once; only the batch's writes lock them."""
+    place(alice, "sell", "sell", "50000", "0.01")
+    place(bob, "buy", "buy", "50000", "0.01")
+    pipeline.feed_outbox()
+    pipeline.deliver(pipeline.emitted)
+    in_batch, release = threading.Event(), threading.Event()
+    refusal = settlement_services.event_refusal
+
+    def held_refusal(*args):
+        in_batch.set()
+        release.wait(10)
+        return refusal(*args)
+
+    monkeypatch.setattr(settlement_services, "event_refusal", held_refusal)
+
+    def settle_in_thread() -> None:
+        try:
+            market_settle(market="BTC_USDT")
+        finally:
+            connection.close()
+
+    settling = threading.Thread(target=settle_in_thread)
+    settling.start()
+    try:
+        assert in_batch.wait(10)
+        started = time.monotonic()
+        place(bob, "more", "buy", "40000", "0.01")
+        placed_in = time.monotonic() - started
+    finally:
+        release.set()
+        settling.join(15)
+    assert placed_in < 2, f"the placement waited {placed_in:.1f} s for the settlement batch"
+    assert Trade.objects.count() == 1
+    assert balance(bob, "USDT", "locked") == Decimal("400")
