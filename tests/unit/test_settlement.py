@@ -1,10 +1,12 @@
 """Settlement of real engine output into PostgreSQL, without Kafka in between: the engine core's
 events go through their wire format into the inbox and out through `market_settle`."""
 
+import contextlib
 import dataclasses
 import json
 import threading
 import time
+from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
@@ -356,23 +358,19 @@ def test_storing_a_kafka_batch_runs_the_same_statements_for_ten_times_the_messag
     assert Alert.objects.filter(kind="bad_message").count() == 2
 
 
-@pytest.mark.django_db(transaction=True)
-def test_storing_events_does_not_wait_for_a_settlement_batch_of_the_same_market(pipeline, alice, bob, monkeypatch):
-    """The consumer raises the market's received sequence while a Celery task is in the middle of a
-    batch of that market: the store must not queue behind the batch's transaction."""
-    place(alice, "sell", "sell", "50000", "0.01")
-    pipeline.feed_outbox()
-    pipeline.deliver(pipeline.emitted)
-    pipeline.emitted = []
+@contextlib.contextmanager
+def settlement_held_at(monkeypatch, name: str) -> Iterator[None]:
+    """A `market_settle` running on another thread and connection, held inside
+    `settlement.services.<name>` (in the middle of its transaction) for the block."""
     in_batch, release = threading.Event(), threading.Event()
-    write = settlement_services._batch_write
+    held = getattr(settlement_services, name)
 
-    def held_write(batch):
+    def wait_then(*args):
         in_batch.set()
         release.wait(10)
-        return write(batch)
+        return held(*args)
 
-    monkeypatch.setattr(settlement_services, "_batch_write", held_write)
+    monkeypatch.setattr(settlement_services, name, wait_then)
 
     def settle_in_thread() -> None:
         try:
@@ -384,16 +382,28 @@ def test_storing_events_does_not_wait_for_a_settlement_batch_of_the_same_market(
     settling.start()
     try:
         assert in_batch.wait(10)
+        yield
+    finally:
+        release.set()
+        settling.join(15)
+        monkeypatch.setattr(settlement_services, name, held)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_storing_events_does_not_wait_for_a_settlement_batch_of_the_same_market(pipeline, alice, bob, monkeypatch):
+    """The consumer raises the market's received sequence while a Celery task is in the middle of a
+    batch of that market: the store must not queue behind the batch's transaction."""
+    place(alice, "sell", "sell", "50000", "0.01")
+    pipeline.feed_outbox()
+    pipeline.deliver(pipeline.emitted)
+    pipeline.emitted = []
+    with settlement_held_at(monkeypatch, "_batch_write"):
         place(bob, "buy", "buy", "50000", "0.01")
         pipeline.feed_outbox()
         started = time.monotonic()
         pipeline.deliver(pipeline.emitted)
         stored_in = time.monotonic() - started
-    finally:
-        release.set()
-        settling.join(15)
     assert stored_in < 2, f"storing waited {stored_in:.1f} s for the settlement batch"
-    monkeypatch.setattr(settlement_services, "_batch_write", write)
     pipeline.settle()
     cursor = SettlementCursor.objects.get(pk="BTC_USDT")
     assert cursor.seq == cursor.received_seq == EngineEvent.objects.filter(market="BTC_USDT").count()
@@ -408,32 +418,10 @@ def test_a_placement_does_not_wait_for_a_settlement_batch_to_be_worked_out(pipel
     place(bob, "buy", "buy", "50000", "0.01")
     pipeline.feed_outbox()
     pipeline.deliver(pipeline.emitted)
-    in_batch, release = threading.Event(), threading.Event()
-    refusal = settlement_services.event_refusal
-
-    def held_refusal(*args):
-        in_batch.set()
-        release.wait(10)
-        return refusal(*args)
-
-    monkeypatch.setattr(settlement_services, "event_refusal", held_refusal)
-
-    def settle_in_thread() -> None:
-        try:
-            market_settle(market="BTC_USDT")
-        finally:
-            connection.close()
-
-    settling = threading.Thread(target=settle_in_thread)
-    settling.start()
-    try:
-        assert in_batch.wait(10)
+    with settlement_held_at(monkeypatch, "event_refusal"):
         started = time.monotonic()
         place(bob, "more", "buy", "40000", "0.01")
         placed_in = time.monotonic() - started
-    finally:
-        release.set()
-        settling.join(15)
     assert placed_in < 2, f"the placement waited {placed_in:.1f} s for the settlement batch"
     assert Trade.objects.count() == 1
     assert balance(bob, "USDT", "locked") == Decimal("400")
