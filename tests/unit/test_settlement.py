@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
+from django.core.cache import cache
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
@@ -19,6 +20,7 @@ from matching.engine import AddMarket, CancelOrder, Engine
 from matching.models import Order, OutboxMessage
 from matching.services import order_cancel
 from settlement import services as settlement_services
+from settlement import tasks as settlement_tasks
 from settlement.models import Alert, ConsumerOffset, EngineEvent, SettlementCursor, Trade
 from settlement.services import ReceivedMessage, events_ingest, market_settle
 from tests.unit.conftest import balance, place
@@ -425,3 +427,17 @@ def test_a_placement_does_not_wait_for_a_settlement_batch_to_be_worked_out(pipel
     assert placed_in < 2, f"the placement waited {placed_in:.1f} s for the settlement batch"
     assert Trade.objects.count() == 1
     assert balance(bob, "USDT", "locked") == Decimal("400")
+
+
+def test_stored_batches_queue_one_settlement_of_a_market_until_it_starts(btc_usdt, monkeypatch):
+    queued: list[str] = []
+    monkeypatch.setattr(settlement_tasks.settle_market, "delay", queued.append)
+    cache.delete(settlement_tasks._queued_key("BTC_USDT"))
+    for _ in range(5):  # five Kafka batches stored before a worker takes the task
+        settlement_tasks.settle_market_soon("BTC_USDT")
+    settlement_tasks.settle_market_soon("ETH_USDT")
+    assert queued == ["BTC_USDT", "ETH_USDT"]
+
+    settlement_tasks.settle_market("BTC_USDT")  # started: what is stored from now on needs a task
+    settlement_tasks.settle_market_soon("BTC_USDT")
+    assert queued == ["BTC_USDT", "ETH_USDT", "BTC_USDT"]

@@ -15,7 +15,7 @@ from core.kafka import client, topics
 from core.worker import LoopWorker
 from settlement.selectors import consumer_offsets
 from settlement.services import ReceivedMessage, events_ingest
-from settlement.tasks import settle_market
+from settlement.tasks import settle_market_soon
 
 log = structlog.get_logger(__name__)
 
@@ -55,7 +55,7 @@ class Consumer(LoopWorker):
         touched = events_ingest(topic=self.topic, messages=messages)
         for market in sorted(touched):
             try:
-                settle_market.delay(market)
+                settle_market_soon(market)
             except Exception:
                 log.warning("settle_enqueue_failed", market=market, exc_info=True)
         return len(messages)
