@@ -334,7 +334,9 @@ def plot(path: Path, phases: dict, samples: dict[str, Samples], stages_per_secon
             xs, [percentile(seconds[x], 0.99) for x in xs], lw=0.6, ls="--", color=colour, label=f"p99 ({name})"
         )
     for index, (label, rows) in enumerate(stages_per_second.items(), start=len(samples)):
-        xs, ys = [second - zero for second, _ in rows], [count for _, count in rows]
+        counts = dict(rows)
+        seconds_seen = range(int(min(counts, default=0)), int(max(counts, default=-1)) + 1)
+        xs, ys = [second - zero for second in seconds_seen], [counts.get(second, 0) for second in seconds_seen]
         rates.plot(xs, ys, lw=1.4, color=f"C{index}", label=label)
     xs = [at - zero for at, *_ in queues]
     backlog.plot(xs, [row[1] for row in queues], lw=1.2, color="C3", label="engine events not yet settled")
