@@ -54,18 +54,26 @@ _ACCOUNT_KEY = [("user_id", "bigint"), ("asset_id", "varchar"), ("kind", "varcha
 
 
 def account_get(*, user: User | None, asset: Asset | str, kind: str) -> Account:
-    """The account of a user (or the system account when `user` is None), created on first use."""
+    """The account of a user (or the system account when `user` is None), created on first use.
+
+    A user's `available` and `locked` accounts of an asset are created together: an order placement
+    locks both before it reads the balance, and one created later, inside a transaction that
+    already holds the other's lock, could wait on a concurrent withdrawal creating it while that
+    withdrawal waits for the lock (a deadlock, seen as a 503)."""
     asset_id = asset.pk if isinstance(asset, Asset) else asset
     lookup = {"user": user, "asset_id": asset_id, "kind": kind}
     account = Account.objects.filter(**lookup).first()
     if account is not None:
         return account
+    kinds = Account.USER_KINDS if user is not None and kind in Account.USER_KINDS else (kind,)
     try:
         with transaction.atomic():
-            return Account.objects.create(**lookup)
+            Account.objects.bulk_create(
+                [Account(user=user, asset_id=asset_id, kind=each) for each in kinds], ignore_conflicts=True
+            )
     except IntegrityError:
-        # Someone else created it between our read and our insert.
-        return Account.objects.get(**lookup)
+        pass  # a system account someone else created between our read and our insert
+    return Account.objects.get(**lookup)
 
 
 def accounts_lock(account_ids: Iterable[int]) -> None:

@@ -15,7 +15,7 @@ from core.api import (
     ReusedSerializer,
     StrictSerializer,
 )
-from core.errors import NotFound, error_body, validation_error_body
+from core.errors import NotFound, error_body
 from core.throttling import AnonRateThrottle, ScopedRateThrottle, UserRateThrottle
 from matching.models import Market, Order
 from matching.selectors import market_depth, market_get, orders_for_user
@@ -199,8 +199,7 @@ class OrdersBatchApi(APIView):
         )
 
     class SchemaInputSerializer(StrictSerializer):
-        """What the schema shows: each item is an order as `POST /api/orders/` takes it. Items are
-        read one by one, so one malformed item is refused in its own result, not the whole batch."""
+        """What the schema shows: each item is an order as `POST /api/orders/` takes it."""
 
         orders = OrdersApi.InputSerializer(many=True, min_length=1, max_length=BATCH_LIMIT)
 
@@ -217,32 +216,34 @@ class OrdersBatchApi(APIView):
         responses={200: inline_serializer("OrdersBatchOutput", {"results": ResultSerializer(many=True)})},
         operation_id="orders_batch",
         description=f"Place up to {BATCH_LIMIT} orders. Each gets its own result, at its position: the order "
-        "(201, or 200 when its `cid` was used before) or the error that refused it. A batch counts as one "
-        "request against the `orders` rate limit.",
+        "(201, or 200 when its `cid` was used before) or the error that refused it (the market's rules, the "
+        "funds, the open-order cap). An order the schema refuses refuses the whole batch (400, nothing placed). "
+        "A batch counts as one request against the `orders` rate limit.",
     )
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         items = data.validated_data["orders"]
-        results: list[dict] = [{} for _ in items]
         requests: list[OrderRequest] = []
-        positions: list[int] = []
+        malformed: dict[str, object] = {}
         for position, item in enumerate(items):
             try:
                 requests.append(OrderRequest(**ORDER_READER.read(item)))
-                positions.append(position)
             except serializers.ValidationError as exc:
-                error = validation_error_body(exc.detail)["error"]
-                results[position] = {"status": 400, "order": None, "error": error}
-        placements = orders_place(user=request.user, requests=requests) if requests else []
-        for position, placement in zip(positions, placements, strict=True):
+                malformed[str(position)] = exc.detail
+        if malformed:
+            # What the schema refuses refuses the whole batch, as it would a single order: nothing is
+            # placed. The rules it cannot express (the market's steps, the funds) answer per order.
+            raise serializers.ValidationError({"orders": malformed})
+        results: list[dict] = []
+        for placement in orders_place(user=request.user, requests=requests):
             error = placement.error
             if error is None:
                 shown = ORDER_WRITER.write(placement.order)
-                results[position] = {"status": 201 if placement.created else 200, "order": shown, "error": None}
+                results.append({"status": 201 if placement.created else 200, "order": shown, "error": None})
             else:
                 body = error_body(error.code, error.message, error.fields)["error"]
-                results[position] = {"status": error.status_code, "order": None, "error": body}
+                results.append({"status": error.status_code, "order": None, "error": body})
         return Response({"results": results})
 
 

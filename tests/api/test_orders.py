@@ -202,3 +202,12 @@ def test_orders_list_filters_by_status_and_symbol(buyer, client_for):
     assert client.get("/api/orders/?status=filled").json() == []
     assert client.get("/api/orders/?symbol=ETH_USDT").json() == []
     assert client.get("/api/orders/?status=bogus").status_code == 400
+
+
+def test_money_arriving_opens_the_locked_account_beside_the_available_one(btc_usdt, make_user, fund):
+    """A placement locks both accounts of the asset before it reads the balance; one created inside
+    its transaction could deadlock with a withdrawal creating it at the same moment."""
+    user = make_user()
+    fund(user, "USDT", "100")
+    kinds = set(Account.objects.filter(user=user, asset_id="USDT").values_list("kind", flat=True))
+    assert kinds == {"available", "locked"}

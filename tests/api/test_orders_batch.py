@@ -46,7 +46,6 @@ def test_each_order_of_a_batch_is_placed_or_refused_on_its_own_in_order(trader, 
                 order(5),  # the funds are gone by now
                 order(6, side="sell", price="60000"),  # sells lock BTC, which is still there
                 order(1),  # the first one again
-                {"cid": "short"},
             ]
         },
         format="json",
@@ -54,9 +53,9 @@ def test_each_order_of_a_batch_is_placed_or_refused_on_its_own_in_order(trader, 
 
     assert answer.status_code == 200, answer.json()
     results = answer.json()["results"]
-    assert [r["status"] for r in results] == [201, 400, 400, 201, 400, 201, 200, 400]
+    assert [r["status"] for r in results] == [201, 400, 400, 201, 400, 201, 200]
     assert [r["error"]["code"] if r["error"] else None for r in results] == [
-        None, "invalid_precision", "unknown_symbol", None, "insufficient_funds", None, None, "invalid",
+        None, "invalid_precision", "unknown_symbol", None, "insufficient_funds", None, None,
     ]  # fmt: skip
     assert results[6]["order"]["id"] == results[0]["order"]["id"]
     assert Order.objects.filter(user=trader).count() == 3
@@ -89,9 +88,21 @@ def test_a_cid_placed_earlier_answers_its_order_whatever_the_batch_says_now(trad
 
 @pytest.mark.parametrize(
     "body",
-    [{"orders": []}, {"orders": [order(n) for n in range(101)]}, {"orders": "all"}, {}, {"orders": [], "x": 1}],
-    ids=["empty", "over_a_hundred", "not_a_list", "missing", "unknown_field"],
-)
+    [
+        {"orders": []},
+        {"orders": [order(n) for n in range(101)]},
+        {"orders": "all"},
+        {},
+        {"orders": [], "x": 1},
+        {"orders": [order(1), {"cid": "short"}]},
+        {"orders": [order(1), order(2, price=50000)]},
+        {"orders": [order(1), order(2, status="filled")]},
+    ],
+    ids=[
+        "empty", "over_a_hundred", "not_a_list", "missing", "unknown_field",
+        "an_order_missing_fields", "an_amount_not_a_string", "an_order_with_an_unknown_field",
+    ],
+)  # fmt: skip
 def test_a_malformed_batch_is_refused_whole(trader, client_for, unchanged, body):
     with unchanged():
         answer = client_for(trader).post("/api/orders/batch/", body, format="json")
@@ -104,3 +115,14 @@ def test_a_restricted_trader_gets_every_order_of_a_batch_refused(trader, client_
     answer = client_for(trader).post("/api/orders/batch/", {"orders": [order(1), order(2)]}, format="json")
     assert [r["error"]["code"] for r in answer.json()["results"]] == ["trading_restricted"] * 2
     assert not Order.objects.exists()
+
+
+def test_a_malformed_order_is_named_by_its_position(trader, client_for):
+    answer = (
+        client_for(trader)
+        .post("/api/orders/batch/", {"orders": [order(1), order(2, quantity=1)]}, format="json")
+        .json()
+    )
+    assert answer["error"]["code"] == "amount_not_a_string"
+    assert list(answer["error"]["fields"]["orders"]) == ["1"]
+    assert "quantity" in answer["error"]["fields"]["orders"]["1"]

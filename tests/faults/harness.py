@@ -13,6 +13,7 @@ import signal
 import subprocess
 import tempfile
 import threading
+import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -142,16 +143,23 @@ class Traffic:
         created = answer is not None and answer.status_code in (200, 201)
         self.placed[cid] = answer.json()["id"] if created else None
 
-    def run(self, count: int, *, faults: dict[int, object] | None = None) -> None:
-        """`count` steps; before step k, call faults[k] (a fault to inject), if any."""
+    def run(self, count: int, *, faults: dict[int, object] | None = None, pace: float = 0.0) -> None:
+        """`count` steps; before step k, call faults[k] (a fault to inject), if any. With `pace`, a
+        step starts at most every `pace` seconds."""
         rng = random.Random(self.seed)
+        started = time.monotonic()
         for k in range(count):
             if faults and k in faults:
                 faults[k]()
+            if pace and (wait := started + k * pace - time.monotonic()) > 0:
+                time.sleep(wait)
             self.step(rng)
 
-    def run_in_background(self, count: int) -> threading.Thread:
-        thread = threading.Thread(target=self.run, args=(count,), daemon=True)
+    def run_in_background(self, count: int, *, pace: float = 0.04) -> threading.Thread:
+        """The steps on a thread of their own, paced, so that they still come in when a fault injected
+        a few seconds later, by the clock, strikes: as fast as the API answers, a few hundred
+        steps can be over before it."""
+        thread = threading.Thread(target=self.run, args=(count,), kwargs={"pace": pace}, daemon=True)
         thread.start()
         return thread
 

@@ -1,8 +1,9 @@
 """A withdrawal and an order racing for a new user's funds: whichever wins, neither deadlocks.
 
-The first order or withdrawal of an asset creates the user's locked account. A withdrawal locks the
-user's accounts (for its daily limit); if it held that lock while waiting for an order's insert of the
-locked account, and the order then debited the available account, each would wait for the other.
+A withdrawal locks the user's accounts of the asset (for its daily limit); an order placement locks
+the same two accounts before it reads the balance. Both exist from the moment money first arrives
+(`account_get` opens them together), and both transactions lock them in primary-key order, so one
+waits for the other and neither holds a lock the other needs next.
 """
 
 import threading
@@ -12,7 +13,6 @@ from decimal import Decimal
 import psycopg
 import pytest
 from django.db import connection
-from django.utils import timezone
 
 from accounts.models import Account, Asset, Withdrawal
 from accounts.services import withdrawal_request
@@ -21,7 +21,7 @@ from core.errors import InsufficientFunds
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_a_withdrawal_waiting_for_an_orders_new_locked_account_does_not_deadlock(btc_usdt, make_user, fund):
+def test_a_withdrawal_waiting_for_an_orders_accounts_does_not_deadlock(btc_usdt, make_user, fund):
     user = make_user()
     fund(user, "USDT", "500")
     usdt = Asset.objects.get(pk="USDT")
@@ -30,12 +30,10 @@ def test_a_withdrawal_waiting_for_an_orders_new_locked_account_does_not_deadlock
     params.pop("cursor_factory", None)
     params.pop("context", None)
 
-    # The order's transaction, half way: it has inserted the locked account and not yet debited.
+    # The order's transaction, half way: it has locked the two accounts and not yet debited.
     order = psycopg.connect(**params)
     order.execute(
-        "INSERT INTO accounts_account (user_id, asset_id, kind, balance, updated_at)"
-        " VALUES (%s, 'USDT', 'locked', 0, %s)",
-        (user.pk, timezone.now()),
+        "SELECT id FROM accounts_account WHERE user_id = %s AND asset_id = 'USDT' ORDER BY id FOR UPDATE", (user.pk,)
     )
     outcome: list[object] = []
 
@@ -51,7 +49,7 @@ def test_a_withdrawal_waiting_for_an_orders_new_locked_account_does_not_deadlock
 
     racer = threading.Thread(target=withdraw)
     racer.start()
-    time.sleep(1.0)  # the withdrawal now waits for the order's insert of the locked account
+    time.sleep(1.0)  # the withdrawal now waits for the order's locks
     try:
         # The order debits the available account and commits; it must not wait for the withdrawal.
         order.execute("SET lock_timeout = '10s'")
