@@ -201,7 +201,9 @@ class OrdersBatchApi(APIView):
     class SchemaInputSerializer(StrictSerializer):
         """What the schema shows: each item is an order as `POST /api/orders/` takes it."""
 
-        orders = OrdersApi.InputSerializer(many=True, min_length=1, max_length=BATCH_LIMIT)
+        orders = serializers.ListField(
+            child=OrdersApi.InputSerializer(), min_length=1, max_length=BATCH_LIMIT, help_text="The orders, in order."
+        )
 
     class ResultSerializer(serializers.Serializer):
         status = serializers.IntegerField(
@@ -230,11 +232,13 @@ class OrdersBatchApi(APIView):
             try:
                 requests.append(OrderRequest(**ORDER_READER.read(item)))
             except serializers.ValidationError as exc:
-                malformed[str(position)] = exc.detail
+                # Named by path (`orders.1.price`), as the error shape takes one list of messages a field.
+                for name, messages in exc.detail.items():
+                    malformed[f"orders.{position}.{name}"] = messages
         if malformed:
             # What the schema refuses refuses the whole batch, as it would a single order: nothing is
             # placed. The rules it cannot express (the market's steps, the funds) answer per order.
-            raise serializers.ValidationError({"orders": malformed})
+            raise serializers.ValidationError(malformed)
         results: list[dict] = []
         for placement in orders_place(user=request.user, requests=requests):
             error = placement.error
