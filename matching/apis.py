@@ -132,7 +132,8 @@ class OrdersApi(APIView):
             max_length=32,
             error_messages={key: CID_RULE for key in ("invalid", "min_length", "max_length")},
         )
-        symbol = serializers.CharField(max_length=32)
+        # Not trimmed: " " is a symbol no market has (400 `unknown_symbol`), as the schema allows it.
+        symbol = serializers.CharField(max_length=32, trim_whitespace=False)
         side = CaseInsensitiveChoiceField(choices=Order.Side.choices)
         order_type = CaseInsensitiveChoiceField(choices=Order.Type.choices)
         price = AmountField(required=False, allow_null=True)
@@ -194,8 +195,12 @@ class OrdersBatchApi(APIView):
     throttle_scope = "orders"
 
     class InputSerializer(StrictSerializer):
+        # Each item is read by the order's own serializer (below), which names what is wrong with it.
         orders = serializers.ListField(
-            child=serializers.DictField(), min_length=1, max_length=BATCH_LIMIT, help_text="The orders, in order."
+            child=serializers.JSONField(allow_null=True),
+            min_length=1,
+            max_length=BATCH_LIMIT,
+            help_text="The orders, in order.",
         )
 
     class SchemaInputSerializer(StrictSerializer):
@@ -233,8 +238,11 @@ class OrdersBatchApi(APIView):
                 requests.append(OrderRequest(**ORDER_READER.read(item)))
             except serializers.ValidationError as exc:
                 # Named by path (`orders.1.price`), as the error shape takes one list of messages a field.
-                for name, messages in exc.detail.items():
-                    malformed[f"orders.{position}.{name}"] = messages
+                if isinstance(exc.detail, dict):
+                    for name, messages in exc.detail.items():
+                        malformed[f"orders.{position}.{name}"] = messages
+                else:
+                    malformed[f"orders.{position}"] = exc.detail
         if malformed:
             # What the schema refuses refuses the whole batch, as it would a single order: nothing is
             # placed. The rules it cannot express (the market's steps, the funds) answer per order.

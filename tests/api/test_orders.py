@@ -211,3 +211,8 @@ def test_money_arriving_opens_the_locked_account_beside_the_available_one(btc_us
     fund(user, "USDT", "100")
     kinds = set(Account.objects.filter(user=user, asset_id="USDT").values_list("kind", flat=True))
     assert kinds == {"available", "locked"}
+
+
+def test_a_symbol_of_spaces_is_an_unknown_market_not_a_malformed_request(buyer, client_for):
+    answer = client_for(buyer).post("/api/orders/", body(symbol="  "), format="json")
+    assert (answer.status_code, answer.json()["error"]["code"]) == (400, "unknown_symbol")

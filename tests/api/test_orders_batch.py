@@ -97,16 +97,21 @@ def test_a_cid_placed_earlier_answers_its_order_whatever_the_batch_says_now(trad
         {"orders": [order(1), {"cid": "short"}]},
         {"orders": [order(1), order(2, price=50000)]},
         {"orders": [order(1), order(2, status="filled")]},
+        {"orders": [order(1), 7]},
+        {"orders": [order(1), None]},
     ],
     ids=[
         "empty", "over_a_hundred", "not_a_list", "missing", "unknown_field",
         "an_order_missing_fields", "an_amount_not_a_string", "an_order_with_an_unknown_field",
+        "an_order_not_an_object", "an_order_null",
     ],
 )  # fmt: skip
 def test_a_malformed_batch_is_refused_whole(trader, client_for, unchanged, body):
     with unchanged():
         answer = client_for(trader).post("/api/orders/batch/", body, format="json")
     assert answer.status_code == 400, answer.json()
+    # The error shape: one list of messages a field.
+    assert all(isinstance(messages, list) for messages in answer.json()["error"]["fields"].values())
 
 
 def test_a_restricted_trader_gets_every_order_of_a_batch_refused(trader, client_for):
