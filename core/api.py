@@ -69,6 +69,11 @@ class AmountField(serializers.DecimalField):
         kwargs.setdefault("decimal_places", AMOUNT_PLACES)
         super().__init__(**kwargs)
 
+    def validate_empty_values(self, data: object) -> tuple[bool, object]:
+        # DRF's DecimalField reads "" (and "  ") as null where null is allowed; the schema's pattern
+        # refuses it, and so does this field (400 `invalid_amount`): null is written `null`.
+        return serializers.Field.validate_empty_values(self, data)
+
     def to_internal_value(self, data: object) -> Decimal:
         if not isinstance(data, str):
             self.fail("amount_not_a_string")
@@ -99,6 +104,36 @@ class CaseInsensitiveChoiceField(serializers.ChoiceField):
             if data.lower() in folded:
                 return folded[data.lower()]
         self.fail("invalid_choice", input=data)
+        raise AssertionError("unreachable")
+
+
+class _StringsOnly:
+    """Refuses a JSON number or boolean where the schema says string: DRF's CharField reads 7 as "7"."""
+
+    def to_internal_value(self, data: object) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictCharField(_StringsOnly, serializers.CharField):
+    pass
+
+
+class StrictRegexField(_StringsOnly, serializers.RegexField):
+    pass
+
+
+class StrictBooleanField(serializers.BooleanField):
+    """A JSON `true` or `false`, as the schema says, not DRF's `"yes"`, `1` or `"on"`: a value the
+    schema refuses is refused (400), never read as something else."""
+
+    default_error_messages = {"invalid": "Must be true or false."}
+
+    def to_internal_value(self, data: object) -> bool:
+        if data is True or data is False:
+            return data
+        self.fail("invalid")
         raise AssertionError("unreachable")
 
 

@@ -13,6 +13,9 @@ from core.api import (
     LimitSerializer,
     QuerySerializer,
     ReusedSerializer,
+    StrictBooleanField,
+    StrictCharField,
+    StrictRegexField,
     StrictSerializer,
 )
 from core.errors import NotFound, error_body
@@ -126,21 +129,21 @@ class OrdersApi(APIView):
         return "orders" if self.request.method == "POST" else None
 
     class InputSerializer(StrictSerializer):
-        cid = serializers.RegexField(
+        cid = StrictRegexField(
             r"^[A-Za-z0-9_-]+$",
             min_length=16,
             max_length=32,
             error_messages={key: CID_RULE for key in ("invalid", "min_length", "max_length")},
         )
         # Not trimmed: " " is a symbol no market has (400 `unknown_symbol`), as the schema allows it.
-        symbol = serializers.CharField(max_length=32, trim_whitespace=False)
+        symbol = StrictCharField(max_length=32, trim_whitespace=False)
         side = CaseInsensitiveChoiceField(choices=Order.Side.choices)
         order_type = CaseInsensitiveChoiceField(choices=Order.Type.choices)
         price = AmountField(required=False, allow_null=True)
         quantity = AmountField(required=False, allow_null=True)
         quote_quantity = AmountField(required=False, allow_null=True)
         time_in_force = CaseInsensitiveChoiceField(choices=Order.TimeInForce.choices, default=Order.TimeInForce.GTC)
-        post_only = serializers.BooleanField(default=False)
+        post_only = StrictBooleanField(default=False)
         stp = CaseInsensitiveChoiceField(choices=Order.SelfTrade.choices, default=Order.SelfTrade.CANCEL_INCOMING)
 
     class FilterSerializer(LimitSerializer):

@@ -216,3 +216,25 @@ def test_money_arriving_opens_the_locked_account_beside_the_available_one(btc_us
 def test_a_symbol_of_spaces_is_an_unknown_market_not_a_malformed_request(buyer, client_for):
     answer = client_for(buyer).post("/api/orders/", body(symbol="  "), format="json")
     assert (answer.status_code, answer.json()["error"]["code"]) == (400, "unknown_symbol")
+
+
+@pytest.mark.parametrize("post_only", [0, 1, "true", "yes"])
+def test_post_only_is_a_json_boolean_and_nothing_else(buyer, client_for, unchanged, post_only):
+    with unchanged():
+        answer = client_for(buyer).post("/api/orders/", body(post_only=post_only), format="json")
+    assert answer.status_code == 400
+    assert "post_only" in answer.json()["error"]["fields"]
+
+
+def test_an_empty_amount_is_refused_not_read_as_null(buyer, client_for, unchanged):
+    with unchanged():
+        answer = client_for(buyer).post("/api/orders/", body(quote_quantity=""), format="json")
+    assert (answer.status_code, answer.json()["error"]["code"]) == (400, "invalid_amount")
+
+
+@pytest.mark.parametrize("field, value", [("symbol", 7), ("cid", 1234567890123456789), ("symbol", True)])
+def test_a_number_where_the_schema_says_string_is_refused(buyer, client_for, unchanged, field, value):
+    with unchanged():
+        answer = client_for(buyer).post("/api/orders/", body(**{field: value}), format="json")
+    assert answer.status_code == 400
+    assert field in answer.json()["error"]["fields"]
