@@ -47,7 +47,7 @@ Move = tuple[Account, Decimal]
 Posting = tuple[str, str, Iterable[Move]]
 # An account by owner (None for the exchange's system accounts), asset and kind.
 AccountKey = tuple[int | None, str, str]
-_ACCOUNT_KEY = [("user_id", "bigint"), ("asset_id", "varchar"), ("kind", "varchar")]
+_ACCOUNT_KEY = sql.columns(Account, ("user", "asset", "kind"))
 
 
 # --- Accounts and the ledger ----------------------------------------------------------------------
@@ -278,13 +278,13 @@ def ledger_post_many(*, postings: Sequence[Posting]) -> int:
 
     entry_ids = sql.rows_insert(
         LedgerEntry._meta.db_table,
-        [("kind", "varchar"), ("reference", "varchar"), ("created_at", "timestamptz")],
+        sql.columns(LedgerEntry, ("kind", "reference", "created_at")),
         [(kind, reference, now) for kind, reference in entries],
         suffix="RETURNING id",
     )
     sql.rows_insert(
         LedgerLine._meta.db_table,
-        [("entry_id", "bigint"), ("account_id", "bigint"), ("asset_id", "varchar"), ("amount", "numeric")],
+        sql.columns(LedgerLine, ("entry", "account", "asset", "amount")),
         [(entry_ids[index][0], account_id, asset, amount) for index, account_id, asset, amount in lines],
     )
     return len(entries)

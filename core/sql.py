@@ -7,6 +7,7 @@ model's own app still decides what is written to its tables. Values are of the t
 itself: str, int, bool, Decimal, aware datetime, bytes, None (a foreign key as its id).
 """
 
+import re
 from collections.abc import Iterable, Sequence
 from functools import cache
 
@@ -22,9 +23,12 @@ def table(model: type[models.Model]) -> str:
 
 @cache
 def columns(model: type[models.Model], fields: tuple[str, ...]) -> list[Column]:
-    """The columns of `model`'s `fields` (by field name), with their database types."""
+    """The columns of `model`'s `fields` (by field name), with their database types: one source for
+    the types of every set-based write."""
     found = [model._meta.get_field(name) for name in fields]
-    return [(field.column, field.cast_db_type(connection)) for field in found]
+    # An explicit cast to varchar(n) would cut a longer value silently; cast to varchar, and the
+    # column refuses what does not fit, as an insert of the value itself would.
+    return [(field.column, re.sub(r"^varchar\(\d+\)$", "varchar", field.cast_db_type(connection))) for field in found]
 
 
 def unnest_rows(columns: Sequence[Column], rows: Iterable[Sequence[object]], *, alias: str = "u") -> tuple[str, list]:

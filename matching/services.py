@@ -721,15 +721,7 @@ def order_release(*, order: Order, status: str, reason: str = "") -> Decimal:
     return held
 
 
-_SETTLED_FIELDS = [
-    ("id", "bigint"),
-    ("status", "varchar"),
-    ("filled", "numeric"),
-    ("filled_quote", "numeric"),
-    ("fee", "numeric"),
-    ("locked", "numeric"),
-    ("reason", "varchar"),
-]
+_SETTLED_FIELDS = sql.columns(Order, ("id", "status", "filled", "filled_quote", "fee", "locked", "reason"))
 
 
 def orders_settle_apply(*, orders: Iterable[Order]) -> int:

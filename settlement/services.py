@@ -338,22 +338,13 @@ _HANDLERS = {
     "market_resumed": _apply_nothing,
 }
 
-_TRADE_COLUMNS = [
-    ("market_id", "varchar"),
-    ("seq", "bigint"),
-    ("price", "numeric"),
-    ("quantity", "numeric"),
-    ("quote_amount", "numeric"),
-    ("taker_side", "varchar"),
-    ("buy_order_id", "bigint"),
-    ("sell_order_id", "bigint"),
-    ("buyer_id", "bigint"),
-    ("seller_id", "bigint"),
-    ("buyer_fee", "numeric"),
-    ("seller_fee", "numeric"),
-    ("executed_at", "timestamptz"),
-    ("settled_at", "timestamptz"),
-]
+_TRADE_COLUMNS = sql.columns(
+    Trade,
+    (
+        "market", "seq", "price", "quantity", "quote_amount", "taker_side", "buy_order", "sell_order", "buyer",
+        "seller", "buyer_fee", "seller_fee", "executed_at", "settled_at",
+    ),
+)  # fmt: skip
 
 
 # What settlement neither checks nor changes of an order: left unread.
