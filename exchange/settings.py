@@ -202,6 +202,10 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_WORKER_CONCURRENCY = env.int("CELERY_CONCURRENCY", default=2)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Celery's Django fix-up closes the database connection before and after every task unless this is
+# set (then only every this many tasks): a new PostgreSQL backend for every settlement task cost
+# more CPU than the task. exchange/celery.py gives tasks Django's own CONN_MAX_AGE and health checks.
+CELERY_DB_REUSE_MAX = 1000
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=300)}
 # JSON only, for tasks, results and events alike: a worker refuses a pickled message rather than
 # running whatever it would unpickle into.
