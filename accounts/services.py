@@ -192,7 +192,7 @@ def accounts_open(*, keys: Iterable[AccountKey]) -> None:
         return
     table = Account._meta.db_table
     source, params = sql.unnest_rows(_ACCOUNT_KEY, wanted, alias="w")
-    with connection.cursor() as cursor:
+    with sql.cursor() as cursor:
         # Only the missing ones reach the insert, so an existing account costs no sequence number.
         cursor.execute(
             f"""
@@ -298,7 +298,7 @@ def _balances_apply(net: dict[int, Decimal], now: datetime) -> dict[int, Decimal
         return {}
     table = Account._meta.db_table
     source, params = sql.unnest_rows([("id", "bigint"), ("delta", "numeric")], sorted(net.items()), alias="d")
-    with connection.cursor() as cursor:
+    with sql.cursor() as cursor:
         cursor.execute(
             f"""
             WITH d AS (SELECT * FROM {source}),

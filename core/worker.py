@@ -55,8 +55,8 @@ class LoopWorker:
 
     def pause(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
-        while not self.stopping and time.monotonic() < deadline:
-            time.sleep(0.1)
+        while not self.stopping and (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(left, 0.1))
 
     def stop(self, signum: int, frame: FrameType | None) -> None:
         log.info(f"{self.name}_stopping", signal=signum)

@@ -151,6 +151,13 @@ DATABASES["default"]["OPTIONS"].setdefault("application_name", f"exchange-{EXCHA
 DATABASES["default"]["OPTIONS"].setdefault("connect_timeout", env.int("DATABASE_CONNECT_TIMEOUT", default=5))
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# The hot paths' fixed statements (core.sql.cursor) are prepared once per connection, after which
+# PostgreSQL runs them from their plan. Off for a proxy that pools by transaction and cannot keep a
+# session's prepared statements (PgBouncer before 1.21, or without max_prepared_statements). The ORM's
+# own statements are bound client-side and never prepared, whatever this says.
+DATABASES["default"]["OPTIONS"]["prepare_threshold"] = (
+    5 if env.bool("DATABASE_PREPARED_STATEMENTS", default=True) else None
+)
 DATABASES["default"].setdefault("TEST", {})["NAME"] = env.str("DATABASE_TEST_NAME", default=None)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -301,6 +308,11 @@ SETTLEMENT_BATCH_SIZE = env.int("SETTLEMENT_BATCH_SIZE", default=500)
 OUTBOX_RETRY_SECONDS = env.float("OUTBOX_RETRY_SECONDS", default=5.0)
 # The outbox relay (`run_outbox_relay`): the most rows it publishes as one batch.
 OUTBOX_BATCH_SIZE = env.int("OUTBOX_BATCH_SIZE", default=500)
+# How often the relay looks for new outbox rows once it has published everything (one index-only
+# statement); the most it adds to an order's way to the engine when the exchange is quiet.
+OUTBOX_POLL_SECONDS = env.float("OUTBOX_POLL_SECONDS", default=0.01)
+if not 0 < OUTBOX_POLL_SECONDS <= 1:
+    raise ImproperlyConfigured("OUTBOX_POLL_SECONDS must be more than 0 and at most 1.")
 if OUTBOX_BATCH_SIZE < 1:
     raise ImproperlyConfigured("OUTBOX_BATCH_SIZE must be at least 1.")
 # Live orders (pending, open, partially filled) one user may hold; one more is 409

@@ -461,7 +461,7 @@ def _placements_write(
         now=now,
     )
     statement = f"WITH new_orders AS ({orders_sql}), commands AS ({outbox_sql}), {funds_sql} SELECT count(*) FROM lines"  # noqa: S608
-    with connection.cursor() as cursor:
+    with sql.cursor() as cursor:
         cursor.execute(statement, [*orders_params, *outbox_params, *funds_params])
         (lines,) = cursor.fetchone()
     if lines != 2 * len(orders):
@@ -502,7 +502,7 @@ def _placements_decide(
     """Inside the transaction: lock, read the owner's state, then take the requests in order, each
     placed or refused on its own, and write every placed one in one statement. Returns the results
     and, by position, the ids of the earlier orders whose cids came again."""
-    with connection.cursor() as cursor:
+    with sql.cursor() as cursor:
         cursor.execute(
             _LOCK_SQL, {"user": user_id, "symbols": [r.symbol for r in requests], "sides": [r.side for r in requests]}
         )

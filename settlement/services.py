@@ -141,7 +141,7 @@ def events_ingest(*, topic: str, messages: list[ReceivedMessage]) -> set[str]:
 def _stored_hashes(keys: set[tuple[str, int]]) -> dict[tuple[str, int], str]:
     """The hash the inbox already holds for each of these (market, seq)."""
     source, params = sql.unnest_rows([("market", "varchar"), ("seq", "bigint")], sorted(keys), alias="k")
-    with connection.cursor() as cursor:
+    with sql.cursor() as cursor:
         cursor.execute(
             f"SELECT e.market, e.seq, e.hash FROM {EngineEvent._meta.db_table} e "  # noqa: S608 - the model's name
             f"JOIN {source} ON e.market = k.market AND e.seq = k.seq",
@@ -157,7 +157,7 @@ def _cursors_receive(highest: dict[str, int]) -> None:
         return
     table = SettlementCursor._meta.db_table
     source, params = sql.unnest_rows([("market", "varchar"), ("received_seq", "bigint")], sorted(highest.items()))
-    with connection.cursor() as cursor:
+    with sql.cursor() as cursor:
         cursor.execute(
             f"""
             INSERT INTO {table} AS c (market, seq, hash, received_seq, status, updated_at)
@@ -173,7 +173,7 @@ def _offsets_store(topic: str, offsets: dict[int, int]) -> None:
     if not offsets:
         return
     source, params = sql.unnest_rows([("partition", "integer"), ("offset", "bigint")], sorted(offsets.items()))
-    with connection.cursor() as cursor:
+    with sql.cursor() as cursor:
         cursor.execute(
             f"""
             INSERT INTO {ConsumerOffset._meta.db_table} (topic, partition, "offset", updated_at)
@@ -406,7 +406,7 @@ def _cursor_lock(market: str) -> SettlementCursor:
     cursor is read after the lock is held, so it is the one the previous batch committed; the batch
     writes back only what it owns of the row (`seq`, `hash`, `status`).
     """
-    with connection.cursor() as cursor:
+    with sql.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(hashtext('settlement'), hashtext(%s))", [market])
     found = SettlementCursor.objects.filter(pk=market).first()
     if found is None:  # a market nothing was received for yet
