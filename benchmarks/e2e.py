@@ -99,6 +99,9 @@ class Samples:
             placed = sum(result["status"] == 201 for result in answer.json()["results"])
         with self.lock:
             self.rows.append((time.time(), elapsed, answer.status_code, placed))
+        if answer.status_code == 503 and "Retry-After" in answer.headers:
+            # The exchange is catching up (MAX_PENDING_ORDERS): wait as it asks, as a client should.
+            time.sleep(float(answer.headers["Retry-After"]))
         return answer
 
 
@@ -358,6 +361,13 @@ def plot(path: Path, phases: dict, samples: dict[str, Samples], stages_per_secon
     plt.close(figure)
 
 
+def refused(phase: dict) -> str:
+    """How many requests of a phase the exchange refused while catching up (503 `overloaded`)."""
+    count = phase["statuses"].get("503", 0)
+    total = sum(phase["statuses"].values())
+    return f"{count:,} of {total:,} requests refused with 503 while more than MAX_PENDING_ORDERS waited"
+
+
 def table(result: dict) -> Iterator[str]:
     phases, stage = result["phases"], result["stages"]
     balances, orders, batch = phases["balances"], phases["orders"], phases["batch"]
@@ -388,7 +398,8 @@ def table(result: dict) -> Iterator[str]:
         f"{settle['settled_per_s_median']:,.0f}; at the start / end of the minute, orders pending "
         f"{settle['pending_start']:,} / {settle['pending_end']:,} and events waiting "
         f"{settle['backlog_start']:,} / {settle['backlog_end']:,}; the last settled "
-        f"{settle['visible_after_s']:.1f} s after the phase) | ≥ 1,000 trades/s for 60 s, no growing backlog |"
+        f"{settle['visible_after_s']:.1f} s after the phase; {refused(settle)}) "
+        "| ≥ 1,000 trades/s for 60 s, no growing backlog |"
     )
     yield (
         f"| accepted → settled at {fixed['rate']:.0f} crossing orders/s asked ({fixed['sent_per_s']:,.0f} sent/s) "

@@ -22,6 +22,8 @@ log = structlog.get_logger(__name__)
 
 class ExchangeError(Exception):
     status_code = status.HTTP_400_BAD_REQUEST
+    # Seconds for the `Retry-After` header, for an error that passes if the client waits.
+    retry_after: int | None = None
 
     def __init__(self, code: str, message: str, *, field: str | None = None, fields: dict | None = None) -> None:
         super().__init__(message)
@@ -70,6 +72,12 @@ class NotFound(ExchangeError):
 
 class Unavailable(ExchangeError):
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+
+
+class Overloaded(Unavailable):
+    """More orders wait behind the API than it may take in (`core.throttling.BacklogThrottle`)."""
+
+    retry_after = 1
 
 
 # Codes of field errors that say more than DRF's generic ones (`required`, `null`, `invalid_choice`,
@@ -129,7 +137,8 @@ def validation_error_body(detail: Any) -> dict[str, Any]:
 
 def exception_handler(exc: Exception, context: dict) -> Response | None:
     if isinstance(exc, ExchangeError):
-        return Response(error_body(exc.code, exc.message, exc.fields), status=exc.status_code)
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
+        return Response(error_body(exc.code, exc.message, exc.fields), status=exc.status_code, headers=headers)
     if isinstance(exc, RequestDataTooBig):
         # Django's own limit, met by a view that reads the raw body (custody's signature check).
         return Response(error_body("request_too_large", "The request body is too large."), status=413)

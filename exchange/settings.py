@@ -317,6 +317,11 @@ if OUTBOX_BATCH_SIZE < 1:
     raise ImproperlyConfigured("OUTBOX_BATCH_SIZE must be at least 1.")
 # Live orders (pending, open, partially filled) one user may hold; one more is 409
 # `too_many_open_orders`. Each resting order costs the engine's memory and every snapshot.
+# New orders are refused (503 `overloaded`) while more than this many wait behind the API, accepted
+# and not yet confirmed by settlement (core.throttling.BacklogThrottle); the relay counts them.
+MAX_PENDING_ORDERS = env.int("MAX_PENDING_ORDERS", default=5000)
+if MAX_PENDING_ORDERS < 1:
+    raise ImproperlyConfigured("MAX_PENDING_ORDERS must be at least 1.")
 MAX_OPEN_ORDERS_PER_USER = env.int("MAX_OPEN_ORDERS_PER_USER", default=200)
 if MAX_OPEN_ORDERS_PER_USER < 1:
     raise ImproperlyConfigured("MAX_OPEN_ORDERS_PER_USER must be at least 1.")

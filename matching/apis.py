@@ -19,7 +19,7 @@ from core.api import (
     StrictSerializer,
 )
 from core.errors import NotFound, error_body
-from core.throttling import AnonRateThrottle, ScopedRateThrottle, UserRateThrottle
+from core.throttling import AnonRateThrottle, BacklogThrottle, ScopedRateThrottle, UserRateThrottle
 from matching.models import Market, Order
 from matching.selectors import market_depth, market_get, orders_for_user
 from matching.services import OrderRequest, order_cancel, order_place, orders_cancel_all, orders_place
@@ -122,7 +122,7 @@ CID_RULE = "cid must be 16 to 32 characters of A-Z, a-z, 0-9, _ and -."
 
 
 class OrdersApi(APIView):
-    throttle_classes = [AnonRateThrottle, UserRateThrottle, ScopedRateThrottle]
+    throttle_classes = [AnonRateThrottle, UserRateThrottle, ScopedRateThrottle, BacklogThrottle]
 
     @property
     def throttle_scope(self) -> str | None:
@@ -176,7 +176,7 @@ class OrdersApi(APIView):
 
     @extend_schema(
         request=InputSerializer,
-        responses={201: OrderOutputSerializer, 200: OrderOutputSerializer, 403: ErrorSerializer},
+        responses={201: OrderOutputSerializer, 200: OrderOutputSerializer, 403: ErrorSerializer, 503: ErrorSerializer},
         description="Place an order. The same `cid` again answers 200 with the first order instead of a second one.",
     )
     def post(self, request: Request) -> Response:
@@ -194,7 +194,7 @@ class OrdersBatchApi(APIView):
     """Many orders in one request: each is checked, locked and placed, or refused, on its own, in the
     order given, and the answer holds one result per order at the same position."""
 
-    throttle_classes = [AnonRateThrottle, UserRateThrottle, ScopedRateThrottle]
+    throttle_classes = [AnonRateThrottle, UserRateThrottle, ScopedRateThrottle, BacklogThrottle]
     throttle_scope = "orders"
 
     class InputSerializer(StrictSerializer):
@@ -223,7 +223,10 @@ class OrdersBatchApi(APIView):
 
     @extend_schema(
         request=SchemaInputSerializer,
-        responses={200: inline_serializer("OrdersBatchOutput", {"results": ResultSerializer(many=True)})},
+        responses={
+            200: inline_serializer("OrdersBatchOutput", {"results": ResultSerializer(many=True)}),
+            503: ErrorSerializer,
+        },
         operation_id="orders_batch",
         description=f"Place up to {BATCH_LIMIT} orders. Each gets its own result, at its position: the order "
         "(201, or 200 when its `cid` was used before) or the error that refused it (the market's rules, the "

@@ -48,3 +48,9 @@ def orders_for_user(
     if symbol:
         orders = orders.filter(market_id=symbol)
     return list(orders.order_by("-id")[:limit])
+
+
+def orders_pending_count(*, at_most: int) -> int:
+    """Orders accepted by the API and not yet confirmed by settlement (`pending`), counted up to
+    `at_most`: one index read of at most that many entries."""
+    return Order.objects.filter(status=Order.Status.PENDING).order_by()[:at_most].count()

@@ -1,14 +1,20 @@
 """Every throttle of a request is counted in one Redis round trip; limits hold per user and per
-scope; a throttled answer says when to come back; Redis away lets requests through, logged."""
+scope; a throttled answer says when to come back; Redis away lets requests through, logged.
+
+While more orders wait behind the API than MAX_PENDING_ORDERS, new orders are refused (503
+`overloaded`, Retry-After) and nothing changes; reads and cancels go on; with no count, nothing is
+refused. The relay is what counts them."""
 
 import pytest
 import redis.connection
-from django.core.cache import caches
+from django.core.cache import cache, caches
 from rest_framework.views import APIView
 from structlog.testing import capture_logs
 
-from core.throttling import ScopedRateThrottle, UserRateThrottle
+from core.throttling import BACKLOG_KEY, ScopedRateThrottle, UserRateThrottle, backlog_report
+from matching.management.commands.run_outbox_relay import Relay
 from tests.api.test_limits import DEAD_REDIS
+from tests.unit.conftest import place
 
 pytestmark = pytest.mark.django_db
 
@@ -80,6 +86,8 @@ def test_a_request_with_a_user_and_a_scope_throttle_costs_one_redis_round_trip(
     sent = b"".join(b"".join(chunk) if isinstance(chunk, list) else chunk for chunk in throttle_round_trips)
     assert sent.count(b"INCR") == 2
     assert b"throttle_user_" in sent and b"throttle_orders_" in sent
+    # ...and the backlog the API may refuse new orders for was read in the same trip.
+    assert sent.count(b"GET") == 1 and b"pipeline_backlog" in sent
 
 
 def test_the_scope_limit_holds_apart_from_the_user_limit_and_says_when_to_come_back(trader, client_for, limits):
@@ -115,3 +123,56 @@ def test_while_redis_is_away_requests_go_through_with_a_warning(trader, client_f
     # One attempt per request, whatever the number of throttles.
     assert len(warnings) == 2
     assert all(entry["log_level"] == "warning" for entry in warnings)
+
+
+# --- the backlog behind the API ------------------------------------------------------------------
+
+
+@pytest.fixture
+def backlog():
+    yield backlog_report
+    cache.delete(BACKLOG_KEY)
+
+
+def test_new_orders_are_refused_while_the_backlog_is_full_and_nothing_changes(
+    trader, client_for, backlog, settings, unchanged
+):
+    settings.MAX_PENDING_ORDERS = 50
+    client = client_for(trader)
+    resting = client.post("/api/orders/", order_body(0), format="json")
+    assert resting.status_code == 201
+    backlog(50)
+    with unchanged():
+        single = client.post("/api/orders/", order_body(1), format="json")
+        batch = client.post("/api/orders/batch/", {"orders": [order_body(2), order_body(3)]}, format="json")
+    for answer in (single, batch):
+        assert answer.status_code == 503
+        assert answer.json()["error"]["code"] == "overloaded"
+        assert "50 orders" in answer.json()["error"]["message"]
+        assert answer["Retry-After"] == "1"
+    # Reading and cancelling are not new orders.
+    assert client.get("/api/orders/").status_code == 200
+    assert client.get("/api/balances/").status_code == 200
+    assert client.delete(f"/api/orders/{resting.json()['id']}/").status_code == 202
+
+
+def test_below_the_limit_or_with_no_count_orders_are_taken(trader, client_for, backlog, settings):
+    settings.MAX_PENDING_ORDERS = 50
+    client = client_for(trader)
+    backlog(49)
+    assert client.post("/api/orders/", order_body(1), format="json").status_code == 201
+    # The relay stopped reporting and its count expired (or Redis lost it): nothing to go by.
+    cache.delete(BACKLOG_KEY)
+    assert client.post("/api/orders/", order_body(2), format="json").status_code == 201
+
+
+def test_the_relay_counts_the_pending_orders_up_to_the_limit(trader, backlog, settings):
+    settings.MAX_PENDING_ORDERS = 2
+    relay = Relay(batch_size=10)
+    relay.report_backlog()
+    assert cache.get(BACKLOG_KEY) == 0
+    for n in range(3):
+        place(trader, f"backlog-relay-{n}", "buy", "50000", "0.001")
+    relay.reported_at = 0.0
+    relay.report_backlog()
+    assert cache.get(BACKLOG_KEY) == 2  # three pending, counted up to the limit

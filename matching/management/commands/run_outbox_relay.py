@@ -13,6 +13,10 @@ transactions that sent a NOTIFY behind one database-wide lock, held while the co
 a trigger notifying at commit made every order's commit wait for the one before it
 (docs/decisions.md, *How the relay learns of new rows*).
 
+The relay also counts the orders still `pending` every `BACKLOG_REPORT_SECONDS` and stores the
+count in Redis, where the API reads it to refuse new orders while more than `MAX_PENDING_ORDERS`
+wait (`core.throttling.BacklogThrottle`).
+
 One relay publishes at a time: it holds a PostgreSQL advisory lock on its own connection for as
 long as it runs, and a second one waits for that lock instead of sending the same rows in between.
 If the first one dies its connection closes, PostgreSQL releases the lock, and the second one takes
@@ -26,9 +30,12 @@ import structlog
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import close_old_connections, connection
+from redis.exceptions import RedisError
 
+from core.throttling import backlog_report
 from core.worker import LoopWorker
 from matching.models import OutboxMessage
+from matching.selectors import orders_pending_count
 from matching.services import orders_resend_stale, outbox_relay_batch
 
 log = structlog.get_logger(__name__)
@@ -38,6 +45,9 @@ RELAY_LOCK = 0x6F7574626F78
 # Whether anything is waiting to be published: one index-only scan of the partial index on the
 # unpublished rows, on the relay's own connection (no transaction, no ORM).
 _WAITING_SQL = f"SELECT 1 FROM {OutboxMessage._meta.db_table} WHERE published_at IS NULL LIMIT 1"  # noqa: S608
+# How often the relay counts the pending orders for the API (`core.throttling.BacklogThrottle`);
+# the count expires in Redis after BACKLOG_TTL_SECONDS without a new one.
+BACKLOG_REPORT_SECONDS = 0.5
 # How often a relay that waits for the lock asks again.
 LOCK_RETRY_SECONDS = 0.5
 # A pass the broker failed is tried again after this pause, doubling up to the longest.
@@ -53,6 +63,7 @@ class Relay(LoopWorker):
         self.poll_seconds = settings.OUTBOX_POLL_SECONDS if poll_seconds is None else poll_seconds
         self.resend_every = max(settings.OUTBOX_RETRY_SECONDS / 2, 0.5)
         self.resent_at = 0.0
+        self.reported_at = 0.0
         self.failed_pause = FAILED_PAUSE_SECONDS
         self.own: psycopg.Connection | None = None
         self.active = False
@@ -113,6 +124,7 @@ class Relay(LoopWorker):
             self.failed_pause = min(self.failed_pause * 2, LONGEST_FAILED_PAUSE_SECONDS)
             return
         self.failed_pause = FAILED_PAUSE_SECONDS
+        self.report_backlog()
         if done.taken < self.batch_size:
             self.wait_for_rows()
         # A full batch: more may be waiting, so the next pass starts at once.
@@ -126,6 +138,18 @@ class Relay(LoopWorker):
             self.pause(self.poll_seconds)
             if self.own.execute(_WAITING_SQL).fetchone() is not None:
                 return
+            self.report_backlog()
+
+    def report_backlog(self) -> None:
+        """Count the pending orders for the API, every `BACKLOG_REPORT_SECONDS`. A count that cannot
+        be stored is skipped: the last one expires, and the API stops refusing for it."""
+        if time.monotonic() - self.reported_at < BACKLOG_REPORT_SECONDS:
+            return
+        self.reported_at = time.monotonic()
+        try:
+            backlog_report(orders_pending_count(at_most=settings.MAX_PENDING_ORDERS))
+        except (RedisError, OSError):
+            log.warning("outbox_relay_backlog_unreported", exc_info=True)
 
 
 class Command(BaseCommand):
