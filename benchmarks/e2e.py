@@ -472,6 +472,13 @@ def main() -> int:
     parser.add_argument("--base", default=f"http://127.0.0.1:{os.environ.get('PORT', '8000')}")
     parser.add_argument("--dsn", default=os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/exchange"))
     parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument(
+        "--latency-threads",
+        type=int,
+        default=24,
+        help="client threads of the latency phase, each sending a sell and then a buy and waiting for each "
+        "answer: enough for the rate even when each answer takes 100 ms (they share the traders of --threads)",
+    )
     parser.add_argument("--balances-seconds", type=float, default=20.0)
     parser.add_argument("--orders-seconds", type=float, default=20.0)
     parser.add_argument("--batch-seconds", type=float, default=20.0)
@@ -532,7 +539,7 @@ def main() -> int:
             samples["batch"].timed(lambda t=trader, s=side, p=price: t.batch(s, p, args.batch_size))
             k += 1
 
-    pairs = {"settle": [0] * n, "latency": [0] * n}
+    pairs = {"settle": [0] * n, "latency": [0] * args.latency_threads}
 
     def crossing_batches(i: int, deadline: float) -> None:
         while time.monotonic() < deadline:
@@ -550,17 +557,17 @@ def main() -> int:
                 wait = start + k * interval - time.monotonic()
                 if wait > 0:
                     time.sleep(wait)
-                sell = samples["latency"].timed(lambda: sellers[i].order("Sell", CROSS_PRICE))
-                buy = samples["latency"].timed(lambda: buyers[i].order("Buy", CROSS_PRICE))
+                sell = samples["latency"].timed(lambda: sellers[i % n].order("Sell", CROSS_PRICE))
+                buy = samples["latency"].timed(lambda: buyers[i % n].order("Buy", CROSS_PRICE))
                 if sell.status_code == buy.status_code == 201:
                     pairs["latency"][i] += 1
                 k += 1
 
         return send
 
-    def phase(name: str, seconds: float, target: Callable[[int, float], None]) -> tuple[float, float]:
+    def phase(name: str, seconds: float, target: Callable[[int, float], None], threads: int = n) -> tuple[float, float]:
         cpu_before, started = cpu_seconds(), time.time()
-        run_threads(name, seconds, target, n, samples[name])
+        run_threads(name, seconds, target, threads, samples[name])
         ended, cpu_after = time.time(), cpu_seconds()
         cpu = {kind: round((cpu_after[kind] - cpu_before.get(kind, 0.0)) / (ended - started), 2) for kind in cpu_after}
         phases[name] = {"started": started, "ended": ended, **summary(samples[name], started, ended), "cpu": cpu}
@@ -627,8 +634,8 @@ def main() -> int:
     drained("drain")
 
     # Pairs per thread per second: `rate` orders/s in all, two orders a pair.
-    interval = 2 * n / args.rate
-    started, ended = phase("latency", args.latency_seconds, crossing(interval))
+    interval = 2 * args.latency_threads / args.rate
+    started, ended = phase("latency", args.latency_seconds, crossing(interval), args.latency_threads)
     phases["latency"].update(
         rate=args.rate,
         sent_per_s=round(len(samples["latency"].rows) / (ended - started), 1),
