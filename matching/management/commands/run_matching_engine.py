@@ -234,6 +234,7 @@ class Worker(LoopWorker):
     def publish_state(self, touched: set[str]) -> None:
         """Depth of each changed book, and the engine's sequences for the lag metric."""
         try:
+            values = {}
             for symbol in touched:
                 market = self._market(symbol)
                 if market is None or symbol not in self.engine.markets:
@@ -243,22 +244,16 @@ class Worker(LoopWorker):
                 def levels(side: list[tuple[int, int]], market: Market = market) -> list[list[str]]:
                     return [[decimal_str(market.from_ticks(p)), decimal_str(market.from_lots(q))] for p, q in side]
 
-                cache.set(
-                    depth_cache_key(symbol),
-                    {"sequence": sequence, "bids": levels(bids), "asks": levels(asks)},
-                    timeout=None,
-                )
-            cache.set(
-                ENGINE_STATE_KEY,
-                {
-                    "worker": self.worker_id,
-                    "commands": self.commands,
-                    "sequences": self.engine.sequences(),
-                    "applied_ts": self.applied_ts,
-                    "caught_up_at": self.caught_up_at,
-                },
-                timeout=None,
-            )
+                values[depth_cache_key(symbol)] = {"sequence": sequence, "bids": levels(bids), "asks": levels(asks)}
+            values[ENGINE_STATE_KEY] = {
+                "worker": self.worker_id,
+                "commands": self.commands,
+                "sequences": self.engine.sequences(),
+                "applied_ts": self.applied_ts,
+                "caught_up_at": self.caught_up_at,
+            }
+            # One round trip to Redis for every book and the state (a pipeline), after each batch.
+            cache.set_many(values, timeout=None)
         except Exception:
             log.warning("engine_publish_state_failed", exc_info=True)
 
