@@ -6,6 +6,7 @@ order, market or event at fault.
 """
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 
@@ -30,6 +31,8 @@ class Check:
     checked: int = 0
     problems: list[str] = field(default_factory=list)
     count: int = 0
+    # What the check took, kept with the run: the checks that read the whole history grow with it.
+    duration_ms: int = 0
 
     @property
     def ok(self) -> bool:
@@ -254,7 +257,14 @@ def reconciliation_checks() -> list[Check]:
             # Inside a caller's transaction the caller's isolation applies instead.
             with connection.cursor() as cursor:
                 cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        return [check() for check in CHECKS]
+        return [_timed(check) for check in CHECKS]
+
+
+def _timed(check: Callable[[], Check]) -> Check:
+    started = time.monotonic()
+    result = check()
+    result.duration_ms = int((time.monotonic() - started) * 1000)
+    return result
 
 
 def reconciliation_run() -> ReconciliationRun:
