@@ -156,8 +156,8 @@ def create_markets_and_traders(traders: int) -> list[int]:
     from matching.management.commands.seed_demo import ASSETS, MARKETS
     from matching.models import Market
 
-    for symbol, name, decimals in ASSETS:
-        Asset.objects.get_or_create(symbol=symbol, defaults={"name": name, "decimals": decimals})
+    for symbol, rules in ASSETS.items():
+        Asset.objects.get_or_create(symbol=symbol, defaults=rules)
     for symbol, base, quote, tick, lot, min_notional in MARKETS:
         Market.objects.get_or_create(
             symbol=symbol,
