@@ -8,11 +8,13 @@ from settlement.reconciliation import reconciliation_checks, reconciliation_run
 
 
 class Command(BaseCommand):
-    help = "Check every invariant of the money rules and report the breaches."
+    help = "Check every invariant of the money rules, every hash chain from genesis, and report the breaches."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
-            "--record", action="store_true", help="Keep the result for the admin (and alert on a failure)."
+            "--record",
+            action="store_true",
+            help="Keep the result for the admin (and alert on a failure), as beat's full run does.",
         )
 
     def handle(self, *args: object, **options: object) -> None:
