@@ -17,6 +17,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from accounts.models import Account, BalanceAdjustment, Deposit, LedgerEntry, LedgerLine, Withdrawal
+from core import sql
 from matching.engine import GENESIS_HASH, ChainCheck, ChainError, event_from_dict
 from matching.models import Order
 from settlement.models import Alert, ChainCheckpoint, EngineEvent, ReconciliationRun, SettlementCursor, Trade
@@ -257,12 +258,31 @@ def _events_settled_once() -> Check:
     return result
 
 
+# The markets that have stored events, read off the (market, seq) index one market at a time: a
+# DISTINCT reads every stored event, which cost a run from the checkpoints 85 ms at 300,000 events
+# however few were new.
+_EVENT_MARKETS_SQL = f"""
+WITH RECURSIVE found(market) AS (
+  (SELECT market FROM {sql.table(EngineEvent)} ORDER BY market LIMIT 1)
+  UNION ALL
+  SELECT (SELECT e.market FROM {sql.table(EngineEvent)} e WHERE e.market > found.market ORDER BY e.market LIMIT 1)
+  FROM found WHERE found.market IS NOT NULL
+)
+SELECT market FROM found WHERE market IS NOT NULL
+"""  # noqa: S608 - the table is the model's; there is no value in it
+
+
+def _event_markets() -> list[str]:
+    with connection.cursor() as cursor:
+        cursor.execute(_EVENT_MARKETS_SQL)
+        return sorted(market for (market,) in cursor.fetchall())
+
+
 def _hash_chains_verify(*, full: bool) -> tuple[Check, dict[str, ChainWalk]]:
     """Every market's chain, from genesis when `full`, otherwise from its checkpoint where it has
     one; `checked` counts the events read."""
     since = {} if full else {c.market: (c.seq, c.hash) for c in ChainCheckpoint.objects.all()}
-    markets = sorted(EngineEvent.objects.values_list("market", flat=True).distinct())
-    walks = {market: chain_check(market, since.get(market)) for market in markets}
+    walks = {market: chain_check(market, since.get(market)) for market in _event_markets()}
     result = Check("the engine's hash chain verifies", checked=sum(w.checked for w in walks.values()))
     for market, walk in walks.items():
         for problem in walk.problems:

@@ -17,7 +17,7 @@ from matching.models import Order
 from settlement.models import Alert, ChainCheckpoint, EngineEvent, ReconciliationRun, Trade
 from settlement.reconciliation import reconciliation_checks, reconciliation_run
 from settlement.tasks import reconcile, reconcile_full
-from tests.unit.conftest import place
+from tests.unit.conftest import Pipeline, place
 
 pytestmark = pytest.mark.django_db
 
@@ -229,6 +229,14 @@ def test_a_change_to_the_last_verified_event_itself_is_found(busy, tamper):
     assert not reconcile()
     assert last_chain_check()["problems"] == [f"BTC_USDT: #{seq} changed since a run verified it"]
     assert checkpoint() == (seq, digest)
+
+
+def test_the_chain_of_every_market_with_events_is_verified(busy, eth_usdt, tamper):
+    Pipeline("ETH_USDT").run()
+    alter(EngineEvent.objects.get(market="ETH_USDT", seq=1), tamper)
+    [chain] = [c for c in reconciliation_checks() if c.check == CHAIN]
+    assert chain.checked == EngineEvent.objects.count()
+    assert chain.problems == ["ETH_USDT: #1 does not chain onto #0"]
 
 
 def test_the_command_exits_non_zero_and_the_recorded_run_raises_an_alert(busy):
