@@ -73,8 +73,9 @@ bench: install
 bench-admin: install
 	$(PY) benchmarks/admin_orders.py
 
-## Each check of a reconciliation run, timed on a database of its own holding 150,000 engine events in
-## each of two markets, traded and settled through the exchange's own code (needs PostgreSQL).
+## Each check of a reconciliation run, from genesis and from the checkpoints, timed on a database of its
+## own holding 150,000 engine events in each of two markets, traded and settled through the exchange's
+## own code (needs PostgreSQL).
 bench-reconcile: install
 	$(PY) benchmarks/reconcile.py
 

@@ -22,14 +22,17 @@ them with a crossing buy (100 trades), and the maker rests 50 buys far below and
 a trade for every 6 events, about the mix of `make bench-e2e` (55,700 trades in some 300,000
 events). Rounds go on until each market holds at least --events events.
 
-Then VACUUM (ANALYZE), the state autovacuum leaves the tables in, one untimed run, and --repeat
-timed runs of `reconciliation_run()`. The table gives, for each check, the median over the
-runs of its own duration (each check records it) and what it checked, and for the whole run the
-median wall time, CPU time of this process (the Python side: hashing, decoding) and CPU time of
-the PostgreSQL backend serving it (from /proc, when the server runs on this host).
+Then VACUUM (ANALYZE), the state autovacuum leaves the tables in, one untimed full run, and
+--repeat rounds of: a full run (`reconcile_full`: every hash chain verified from genesis), --new
+events traded in each market, a run from the checkpoints (beat's `reconcile`: each chain verified
+from where the run before left it, so just those events), and another with nothing new. The table
+gives for each kind of run and each check the median of its own duration (each check records it)
+and what it checked, and for the whole run the median wall time, CPU time of this process (the
+Python side: decoding and hashing events) and CPU time of the PostgreSQL backend serving it (from
+/proc, when the server runs on this host).
 
 The database is dropped at the end unless --keep is given; a database named with --database is
-never dropped (nor loaded again: it is migrated, analysed and timed).
+never dropped (it is migrated, traded on to --events where it holds fewer, analysed and timed).
 """
 
 from __future__ import annotations
@@ -294,7 +297,13 @@ class Runs:
 def full_run() -> object:
     from settlement.reconciliation import reconciliation_run
 
-    return reconciliation_run()
+    return reconciliation_run(full=True)
+
+
+def checkpoint_run() -> object:
+    from settlement.reconciliation import reconciliation_run
+
+    return reconciliation_run(full=False)
 
 
 def median_ms(values: list[float]) -> str:
@@ -309,7 +318,8 @@ def report(runs: list[Runs], markdown: bool) -> None:
     for position, first in enumerate(runs[0].checks[0]):
         row = [first["check"]]
         for kind in runs:
-            row.append(f"{kind.checks[0][position]['checked']:,}")
+            checked = sorted({run[position]["checked"] for run in kind.checks})
+            row.append(f"{checked[0]:,}" if len(checked) == 1 else f"{checked[0]:,}-{checked[-1]:,}")
             row.append(f"{statistics.median(run[position]['duration_ms'] for run in kind.checks):,.0f}")
         rows.append(row)
     for label, values in (
@@ -336,7 +346,10 @@ def report(runs: list[Runs], markdown: bool) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=150_000, help="engine events per market (default 150,000)")
-    parser.add_argument("--repeat", type=int, default=3, help="timed runs (median reported; default 3)")
+    parser.add_argument("--repeat", type=int, default=3, help="timed rounds (median reported; default 3)")
+    parser.add_argument(
+        "--new", type=int, default=6_000, help="events per market traded before a run from the checkpoints (6,000)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the database at the end and print its name")
     parser.add_argument("--database", help="time this kept database again (trading on to --events if it holds fewer)")
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
@@ -351,19 +364,31 @@ def main(argv: list[str] | None = None) -> None:
             call_command("seed_demo", stdout=io.StringIO())
         markets = sorted(PRICE)
         exchange = Exchange(engine=engine_restore())
-        traders = traders_for(markets, -(-args.events // EVENTS_PER_ROUND) * (args.repeat + 2))
+        traders = traders_for(markets, -(-(args.events + args.repeat * args.new) // EVENTS_PER_ROUND))
         progress(f"trading until each market holds {args.events:,} events")
         load_s = load(exchange, traders, args.events)
         engine_save(exchange.engine)
         progress("VACUUM (ANALYZE)")
         vacuum_s = vacuum_analyze(url)
 
-        kinds = [Runs("full")]
+        full, after_new, nothing_new = (
+            Runs("from genesis"),
+            Runs(f"from the checkpoints, {args.new:,} new events a market"),
+            Runs("from the checkpoints, nothing new"),
+        )
         progress("one run untimed")
         full_run()
         for round_ in range(1, args.repeat + 1):
-            progress(f"timed run {round_} / {args.repeat}")
-            kinds[0].record(full_run)
+            progress(f"round {round_} / {args.repeat}: a full run, {args.new:,} new events a market, two runs")
+            full.record(full_run)
+            for market, pair in traders.items():
+                done = 0
+                while done < args.new:
+                    done += exchange.trade_round(market, pair)
+            after_new.record(checkpoint_run)
+            nothing_new.record(checkpoint_run)
+        engine_save(exchange.engine)
+        kinds = [full, after_new, nothing_new]
 
         with connection.cursor() as cur:
             cur.execute("SHOW server_version")
@@ -388,7 +413,10 @@ def main(argv: list[str] | None = None) -> None:
             f"{orders:,} orders, {lines:,} ledger lines ({size / 2**20:,.0f} MiB)"
         )
         print(f"load: {load_s:,.1f} s of trading and settling; VACUUM (ANALYZE): {vacuum_s:,.1f} s")
-        print(f"one untimed run, then {args.repeat} timed; medians")
+        print(
+            f"one untimed run, then {args.repeat} rounds of: a full run, {args.new:,} events traded in each market, "
+            "a run from the checkpoints, another; medians"
+        )
         print()
         report(kinds, args.markdown)
 
