@@ -80,7 +80,7 @@ bench-reconcile: install
 	$(PY) benchmarks/reconcile.py
 
 ## The API and settlement side by side (benchmarks/e2e.py); starts the exchange with raised THROTTLE_*,
-## open-order and token-lifetime limits, and the full reconciliation every 10 minutes instead of every
+## open-order and token-lifetime limits, and the reconciliation every 10 minutes instead of every
 ## minute (its cost is measured on its own, docs/benchmarks.md), when /readyz does not answer on PORT. Writes docs/bench-e2e.json and docs/bench-e2e.png.
 BENCH_THROTTLE := THROTTLE_USER=1000000/minute THROTTLE_ORDERS=1000000/minute THROTTLE_AUTH=10000/minute \
 	THROTTLE_ANON=100000/minute MAX_OPEN_ORDERS_PER_USER=1000000 JWT_ACCESS_SECONDS=3600 \
