@@ -37,14 +37,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
+from scratch import conninfo, machine, own_database, progress  # benchmarks/scratch.py, beside this script
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-DEFAULT_SERVER = "postgres://postgres@127.0.0.1:5432/"
 SUPERUSER = "bench-operator"
 DAYS = 90
 MARKET_SHARE = {"BTC_USDT": 0.65, "ETH_USDT": 0.35}
@@ -95,56 +94,6 @@ def abbreviated(statement: str) -> str:
     return text if len(text) <= 600 else text[:600] + " ..."
 
 
-def progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} CPUs ({cpu})"
-
-
-# --- The database -----------------------------------------------------------------------------
-
-
-def with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, ""))
-
-
-def conninfo(url: str) -> str:
-    """psycopg's spelling of a Django database URL; with no database named, the server's postgres."""
-    parts = urlsplit(url)
-    path = parts.path if parts.path not in ("", "/") else "/postgres"
-    return urlunsplit(("postgresql", parts.netloc, path, parts.query, ""))
-
-
-def create_database(server: str, name: str) -> None:
-    with psycopg.connect(conninfo(server), autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-
-
-def drop_database(server: str, name: str) -> None:
-    with psycopg.connect(conninfo(server), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-
-
-def setup_django(url: str) -> None:
-    os.environ["DATABASE_URL"] = url
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "exchange.settings")
-    os.environ.setdefault("EXCHANGE_PROCESS", "bench-admin")
-    import django
-
-    django.setup()
-
-
 # --- The data ---------------------------------------------------------------------------------
 
 
@@ -156,8 +105,8 @@ def create_markets_and_traders(traders: int) -> list[int]:
     from matching.management.commands.seed_demo import ASSETS, MARKETS
     from matching.models import Market
 
-    for symbol, name, decimals in ASSETS:
-        Asset.objects.get_or_create(symbol=symbol, defaults={"name": name, "decimals": decimals})
+    for symbol, rules in ASSETS.items():
+        Asset.objects.get_or_create(symbol=symbol, defaults=rules)
     for symbol, base, quote, tick, lot, min_notional in MARKETS:
         Market.objects.get_or_create(
             symbol=symbol,
@@ -481,24 +430,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     args = parser.parse_args(argv)
 
-    server = os.environ.get("DATABASE_URL", DEFAULT_SERVER)
-    name = args.database or f"exchange_bench_admin_{secrets.token_hex(4)}"
-    url = with_database(server, name)
-    drop = not (args.keep or args.database)
     load_before = os.getloadavg()[0]
     load_s = vacuum_s = None
-    try:
-        if not args.database:
-            progress(f"creating database {name}")
-            create_database(server, name)
-        setup_django(url)
+    with own_database("admin", database=args.database, keep=args.keep) as (name, url, created):
         from django.conf import settings
-        from django.core.management import call_command
         from django.db import connection, connections
 
-        progress("migrating")
-        call_command("migrate", verbosity=0)
-        if not args.database:
+        if created:
             progress(f"creating the markets and {args.traders:,} traders")
             user_ids = create_markets_and_traders(args.traders)
             progress(f"loading {args.orders:,} orders with COPY")
@@ -538,13 +476,6 @@ def main(argv: list[str] | None = None) -> None:
         )
         print()
         report(pages, args.markdown)
-    finally:
-        if drop:
-            # WITH (FORCE) closes this process's own connections to it as well.
-            progress(f"dropping database {name}")
-            drop_database(server, name)
-        else:
-            progress(f"database kept: {name} (drop it with: DROP DATABASE {name};)")
 
 
 if __name__ == "__main__":

@@ -233,6 +233,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "settlement.tasks.reconcile",
         "schedule": env.float("RECONCILE_SECONDS", default=60.0),
     },
+    "reconcile-full": {
+        "task": "settlement.tasks.reconcile_full",
+        "schedule": env.float("RECONCILE_FULL_SECONDS", default=86400.0),
+    },
     "expire-idempotency-keys": {
         "task": "accounts.tasks.idempotency_keys_expire",
         "schedule": 3600.0,

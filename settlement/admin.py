@@ -82,8 +82,8 @@ class AlertAdmin(ReadOnlyAdmin):
 
 @admin.register(ReconciliationRun)
 class ReconciliationRunAdmin(ReadOnlyAdmin):
-    list_display = ["created_at", "ok", "failed_checks", "duration_ms"]
-    list_filter = ["ok", "created_at"]
+    list_display = ["created_at", "ok", "full", "failed_checks", "duration_ms"]
+    list_filter = ["ok", "full", "created_at"]
     date_hierarchy = "created_at"
 
     @admin.display(description="failed checks")

@@ -72,6 +72,21 @@ class SettlementCursor(models.Model):
         return max(self.received_seq - self.seq, 0)
 
 
+class ChainCheckpoint(models.Model):
+    """How far one market's hash chain is known to verify: the last event a reconciliation run
+    verified, with every event before it from genesis. The next run verifies only the events after
+    it, chained onto its hash; a full run (`RECONCILE_FULL_SECONDS`) verifies from genesis again and
+    sets it anew, back before a break if it finds one. Written by reconciliation alone."""
+
+    market = models.CharField(max_length=32, primary_key=True)
+    seq = models.BigIntegerField(help_text="The last event verified.")
+    hash = models.CharField(max_length=64, help_text="Its hash: the next run chains onto it.")
+    verified_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.market} verified to #{self.seq}"
+
+
 class ConsumerOffset(models.Model):
     """Next Kafka offset to read per partition, stored with the inbox rows it led to, so the
     consumer resumes from the database's own record whatever the broker remembers."""
@@ -158,7 +173,11 @@ class ReconciliationRun(models.Model):
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     ok = models.BooleanField()
-    checks = models.JSONField(help_text="[{check, ok, checked, problems}] for every invariant.")
+    full = models.BooleanField(
+        default=True,
+        help_text="The hash chains were verified from genesis, not from where the run before left them.",
+    )
+    checks = models.JSONField(help_text="[{check, ok, checked, problems, duration_ms}] for every invariant.")
     duration_ms = models.PositiveIntegerField(default=0)
 
     class Meta:

@@ -14,9 +14,10 @@ from accounts.services import (
     withdrawal_request,
 )
 from matching.models import Order
-from settlement.models import Alert, EngineEvent, ReconciliationRun, Trade
+from settlement.models import Alert, ChainCheckpoint, EngineEvent, ReconciliationRun, Trade
 from settlement.reconciliation import reconciliation_checks, reconciliation_run
-from tests.unit.conftest import place
+from settlement.tasks import reconcile, reconcile_full
+from tests.unit.conftest import Pipeline, place
 
 pytestmark = pytest.mark.django_db
 
@@ -132,6 +133,110 @@ def test_an_altered_event_breaks_the_chain_check(busy, tamper):
     assert failures()["the engine's hash chain verifies"] == [
         f"BTC_USDT: #{event.seq} does not chain onto #{event.seq - 1}"
     ]
+
+
+CHAIN = "the engine's hash chain verifies"
+
+
+def last_chain_check() -> dict:
+    """The hash chain check of the last recorded run."""
+    return next(c for c in ReconciliationRun.objects.order_by("-id").first().checks if c["check"] == CHAIN)
+
+
+def checkpoint() -> tuple[int, str]:
+    return ChainCheckpoint.objects.filter(market="BTC_USDT").values_list("seq", "hash").get()
+
+
+def stored(seq: int) -> tuple[int, str]:
+    return seq, EngineEvent.objects.get(market="BTC_USDT", seq=seq).hash
+
+
+def buy_again(pipeline, bob, cid: str) -> list[int]:
+    """Bob buys a little of alice's resting sell; returns the sequence numbers of the new events."""
+    known = set(EngineEvent.objects.values_list("seq", flat=True))
+    place(bob, cid, "buy", "50000", "0.001")
+    pipeline.run()
+    return sorted(set(EngineEvent.objects.values_list("seq", flat=True)) - known)
+
+
+def alter(event: EngineEvent, tamper) -> None:
+    event.payload = {**event.payload, "ts": event.payload["ts"] + 1}
+    with tamper():
+        event.save()
+
+
+def test_each_beat_run_verifies_only_the_events_stored_since_the_run_before(busy, bob):
+    assert reconcile()
+    assert last_chain_check()["checked"] == EngineEvent.objects.count()
+    assert checkpoint() == stored(EngineEvent.objects.order_by("-seq").first().seq)
+    new = buy_again(busy, bob, "buy3")
+    assert len(new) >= 2
+    assert reconcile()
+    assert last_chain_check()["checked"] == len(new)
+    assert checkpoint() == stored(new[-1])
+    assert reconcile()
+    assert last_chain_check()["checked"] == 0
+    assert not ReconciliationRun.objects.order_by("-id").first().full
+
+
+def test_an_altered_event_after_the_checkpoint_is_found_and_the_checkpoint_stops_before_it(busy, bob, tamper):
+    assert reconcile()
+    first_new, second_new, *_ = buy_again(busy, bob, "buy3")
+    alter(EngineEvent.objects.get(market="BTC_USDT", seq=second_new), tamper)
+    assert not reconcile()
+    assert last_chain_check()["problems"] == [f"BTC_USDT: #{second_new} does not chain onto #{first_new}"]
+    assert Alert.objects.get().message == f"reconciliation failed: {CHAIN}"
+    assert checkpoint() == stored(first_new)
+    # The next run starts before the altered event, so it finds it again.
+    assert not reconcile()
+    assert last_chain_check()["checked"] == EngineEvent.objects.filter(seq__gt=first_new).count()
+    assert checkpoint() == stored(first_new)
+
+
+def test_an_altered_event_before_the_checkpoint_is_found_by_the_full_run(busy, bob, tamper):
+    assert reconcile()
+    buy_again(busy, bob, "buy3")
+    assert reconcile()
+    verified_long_ago = EngineEvent.objects.filter(type="trade").order_by("seq").first()
+    alter(verified_long_ago, tamper)
+    # What the checkpoint is for: a run from it does not read the events before it again.
+    assert reconcile()
+    assert not reconcile_full()
+    assert ReconciliationRun.objects.order_by("-id").first().full
+    seq = verified_long_ago.seq
+    assert last_chain_check()["problems"] == [f"BTC_USDT: #{seq} does not chain onto #{seq - 1}"]
+    assert Alert.objects.get().message == f"reconciliation failed: {CHAIN}"
+    # The full run moved the checkpoint back before the break, so every run finds it from now on.
+    assert checkpoint() == stored(seq - 1)
+    assert not reconcile()
+
+
+def test_without_a_checkpoint_a_run_verifies_from_genesis(busy, tamper):
+    assert reconcile()
+    altered = EngineEvent.objects.filter(type="trade").order_by("seq").first()
+    alter(altered, tamper)
+    ChainCheckpoint.objects.all().delete()
+    assert not reconcile()
+    assert last_chain_check()["checked"] == EngineEvent.objects.count()
+    assert last_chain_check()["problems"] == [f"BTC_USDT: #{altered.seq} does not chain onto #{altered.seq - 1}"]
+
+
+def test_a_change_to_the_last_verified_event_itself_is_found(busy, tamper):
+    assert reconcile()
+    seq, digest = checkpoint()
+    with tamper():
+        EngineEvent.objects.filter(market="BTC_USDT", seq=seq).update(hash="f" * 64)
+    assert not reconcile()
+    assert last_chain_check()["problems"] == [f"BTC_USDT: #{seq} changed since a run verified it"]
+    assert checkpoint() == (seq, digest)
+
+
+def test_the_chain_of_every_market_with_events_is_verified(busy, eth_usdt, tamper):
+    Pipeline("ETH_USDT").run()
+    alter(EngineEvent.objects.get(market="ETH_USDT", seq=1), tamper)
+    [chain] = [c for c in reconciliation_checks() if c.check == CHAIN]
+    assert chain.checked == EngineEvent.objects.count()
+    assert chain.problems == ["ETH_USDT: #1 does not chain onto #0"]
 
 
 def test_the_command_exits_non_zero_and_the_recorded_run_raises_an_alert(busy):

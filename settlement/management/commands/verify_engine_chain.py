@@ -17,9 +17,10 @@ class Command(BaseCommand):
         broken = 0
         self.stdout.write(f"{'market':<12} {'events':>8}  {'last hash':<64}  result")
         for market in markets:
-            count, last, problems = chain_check(market)
+            walk = chain_check(market)
+            count, problems = walk.checked, walk.problems
             result = "ok" if problems == [] and count else ("no events" if not count else "; ".join(problems))
             broken += bool(problems)
-            self.stdout.write(f"{market:<12} {count:>8}  {last:<64}  {result}")
+            self.stdout.write(f"{market:<12} {count:>8}  {walk.last:<64}  {result}")
         if broken:
             raise CommandError(f"{broken} market(s) with a broken chain")
