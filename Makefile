@@ -80,11 +80,10 @@ bench-reconcile: install
 	$(PY) benchmarks/reconcile.py
 
 ## The API and settlement side by side (benchmarks/e2e.py); starts the exchange with raised THROTTLE_*,
-## open-order and token-lifetime limits, and the reconciliation every 10 minutes instead of every
-## minute (its cost is measured on its own, docs/benchmarks.md), when /readyz does not answer on PORT. Writes docs/bench-e2e.json and docs/bench-e2e.png.
+## open-order and token-lifetime limits, when /readyz does not answer on PORT. Writes
+## docs/bench-e2e.json and docs/bench-e2e.png.
 BENCH_THROTTLE := THROTTLE_USER=1000000/minute THROTTLE_ORDERS=1000000/minute THROTTLE_AUTH=10000/minute \
-	THROTTLE_ANON=100000/minute MAX_OPEN_ORDERS_PER_USER=1000000 JWT_ACCESS_SECONDS=3600 \
-	RECONCILE_SECONDS=600
+	THROTTLE_ANON=100000/minute MAX_OPEN_ORDERS_PER_USER=1000000 JWT_ACCESS_SECONDS=3600
 bench-e2e: install
 	@curl -fsS -o /dev/null "http://127.0.0.1:$${PORT:-8000}/readyz" 2>/dev/null || $(BENCH_THROTTLE) $(MAKE) up
 	$(PY) benchmarks/e2e.py --base "http://127.0.0.1:$${PORT:-8000}"

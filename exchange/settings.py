@@ -246,6 +246,9 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": env.float("TOKEN_FLUSH_SECONDS", default=3600.0),
     },
 }
+for _name, _entry in CELERY_BEAT_SCHEDULE.items():
+    if _entry["schedule"] <= 0:
+        raise ImproperlyConfigured(f"The schedule of beat's {_name!r} must be a positive number of seconds.")
 
 # Every Kafka setting lives here; core/kafka/client.py is the only reader.
 KAFKA = {
