@@ -42,13 +42,17 @@ class Consumer(LoopWorker):
         self.poller = client.Poller(self.kafka, max_records=settings.KAFKA["CONSUMER"]["max_poll_records"])
         log.info("settlement_consumer_positioned", offsets=offsets)
 
-    def run_batch(self) -> int:
-        batch = self.poller.poll()
-        messages = [
+    def poll(self) -> list[ReceivedMessage]:
+        """The next batch from Kafka (at most `max_poll_records`), as the inbox takes it; empty
+        after a short sleep when there is nothing to read."""
+        return [
             ReceivedMessage(partition=tp.partition, offset=record.offset, value=record.value)
-            for tp, records in batch.items()
+            for tp, records in self.poller.poll().items()
             for record in records
         ]
+
+    def run_batch(self) -> int:
+        messages = self.poll()
         if not messages:
             return 0
         close_old_connections()
