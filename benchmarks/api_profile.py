@@ -23,7 +23,6 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from decimal import Decimal
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,23 +37,18 @@ import django  # noqa: E402
 django.setup()
 
 from django.conf import settings  # noqa: E402
+from funding import trader_funded  # noqa: E402 - benchmarks/funding.py, beside this script
 from rest_framework.test import APIClient  # noqa: E402
 
-from accounts.models import Asset  # noqa: E402
-from accounts.services import deposit_address_get, deposit_report, login_start, user_register  # noqa: E402
+from accounts.services import login_start  # noqa: E402
 
 
 def trader() -> APIClient:
-    user = user_register(username=f"profile_{uuid.uuid4().hex[:8]}", password=uuid.uuid4().hex, email="")
-    for symbol, amount in (("USDT", "100000000"), ("BTC", "10000")):
-        asset = Asset.objects.get(pk=symbol)
-        deposit_report(
-            asset=asset,
-            address=deposit_address_get(user=user, asset=asset).address,
-            amount=Decimal(amount),
-            tx_id=f"profile-{uuid.uuid4().hex}",
-            confirmations=asset.deposit_confirmations,
-        )
+    user = trader_funded(
+        username=f"profile_{uuid.uuid4().hex[:8]}",
+        amounts={"USDT": "100000000", "BTC": "10000"},
+        tx_prefix=f"profile-{uuid.uuid4().hex}",
+    )
     client = APIClient(SERVER_NAME=settings.ALLOWED_HOSTS[0] if settings.ALLOWED_HOSTS else "localhost")
     _, access = login_start(user=user)
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {access}")
