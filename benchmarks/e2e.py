@@ -200,13 +200,14 @@ def percentile(values: list[float], q: float) -> float:
 
 
 class Progress:
-    """A one-line progress bar on stderr, by elapsed time."""
+    """A one-line progress bar on stderr, by elapsed time, or by the share of the work `done`."""
 
     def __init__(self, label: str, seconds: float) -> None:
         self.label, self.seconds, self.started = label, seconds, time.monotonic()
 
-    def show(self, note: str = "") -> None:
-        done = min(1.0, (time.monotonic() - self.started) / self.seconds) if self.seconds else 1.0
+    def show(self, note: str = "", done: float | None = None) -> None:
+        if done is None:
+            done = min(1.0, (time.monotonic() - self.started) / self.seconds) if self.seconds else 1.0
         bar = "#" * int(done * 30)
         sys.stderr.write(f"\r{self.label:<10} [{bar:<30}] {done:4.0%} {note:<40}")
         sys.stderr.flush()
