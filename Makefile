@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run up down status services test test-fast test-faults lint bench bench-admin bench-reconcile bench-e2e bench-api browser screenshots reset clean
+.PHONY: install run up down status services test test-fast test-faults lint bench bench-admin bench-reconcile bench-e2e bench-api bench-stages browser screenshots reset clean
 
 $(STAMP): requirements.txt package-lock.json
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -92,6 +92,12 @@ bench-e2e: install
 ## (benchmarks/api_profile.py; needs the development database, as after `make up`).
 bench-api: install
 	$(PY) benchmarks/api_profile.py
+
+## Each stage behind the API on its own, in one process: the outbox relay, the settlement consumer's store
+## and settlement, with their rates and CPU per item (benchmarks/stages.py; a database and topics of its own
+## on DATABASE_URL's server and the broker `make up` starts).
+bench-stages: install
+	$(PY) benchmarks/stages.py
 
 ## Delete every order, balance and trade of the local exchange (refused with EXCHANGE_ENV=production).
 reset: install
