@@ -44,8 +44,8 @@ def steps(value: Decimal, step: Decimal, *, field: str, what: str) -> int:
 
 
 def outbox_add(command: Command) -> OutboxMessage:
-    """Queue a command for the engine in the caller's transaction. The insert wakes the relay
-    process (a trigger notifies it at commit), which publishes it; nothing is sent from here."""
+    """Queue a command for the engine in the caller's transaction. The relay process finds the row
+    once it is committed and publishes it; nothing is sent from here."""
     return OutboxMessage.objects.create(
         topic=topics.ORDERS, key=command.market, payload=schemas.encode_command(command)
     )
