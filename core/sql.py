@@ -17,7 +17,7 @@ from functools import cache
 
 import psycopg
 from django.db import connection, models
-from django.db.backends.utils import CursorWrapper
+from django.db.backends.utils import CursorDebugWrapper, CursorWrapper
 
 # (column name, PostgreSQL type of one value)
 Column = tuple[str, str]
@@ -77,6 +77,20 @@ class _Preparing(psycopg.Cursor):
         return super().execute(query, params, prepare=True, binary=binary)
 
 
+class _Logged(CursorDebugWrapper):
+    """Django's debug cursor (DEBUG, or a test capturing queries) for `_Preparing`: psycopg keeps no
+    text of a prepared statement's execution, where Django reads it back, so the statement is
+    composed with its parameters here, as Django would show it."""
+
+    def execute(self, sql, params=None):
+        try:
+            shown = self.db.ops.compose_sql(sql, params)
+        except (psycopg.Error, TypeError, ValueError):
+            shown = sql
+        with self.debug_sql(shown):
+            return CursorWrapper.execute(self, sql, params)
+
+
 def cursor() -> CursorWrapper:
     """A cursor on Django's connection, in its transaction, for a hot path's fixed statements: each is
     prepared on first use and executed from its plan afterwards. Django sees it as any other cursor
@@ -87,4 +101,6 @@ def cursor() -> CursorWrapper:
     with connection.wrap_database_errors:
         connection.close_if_health_check_failed()
         connection.ensure_connection()
-        return connection._prepare_cursor(_Preparing(connection.connection))
+        connection.validate_thread_sharing()
+        raw = _Preparing(connection.connection)
+        return _Logged(raw, connection) if connection.queries_logged else CursorWrapper(raw, connection)

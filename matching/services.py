@@ -64,6 +64,18 @@ class OutboxPass:
         return self.sent < self.taken
 
 
+# The relay's two statements, prepared once (`core.sql.cursor`): at one pass every few milliseconds,
+# building them through the ORM each time cost the relay more CPU than sending the rows.
+_OUTBOX_TAKE_SQL = f"""
+SELECT id, topic, key, payload FROM {sql.table(OutboxMessage)}
+WHERE published_at IS NULL ORDER BY id LIMIT %s
+"""  # noqa: S608 - the model's table; the limit is a parameter
+_OUTBOX_MARK_SQL = f"""
+UPDATE {sql.table(OutboxMessage)} SET published_at = %s, attempts = attempts + 1
+WHERE id = ANY(%s::bigint[]) AND published_at IS NULL
+"""  # noqa: S608 - the model's table; every value is a parameter
+
+
 def outbox_relay_batch(*, limit: int) -> OutboxPass:
     """Publish up to `limit` unpublished outbox rows, oldest first, as one batch: send them all,
     wait for the broker, then mark every acknowledged one in a single UPDATE. At the first row the
@@ -74,18 +86,15 @@ def outbox_relay_batch(*, limit: int) -> OutboxPass:
     the copy (a duplicate order id). Only the relay process calls it (one at a time: see
     `run_outbox_relay`), outside any transaction.
     """
-    rows = list(
-        OutboxMessage.objects.filter(published_at__isnull=True)
-        .order_by("pk")
-        .values_list("pk", "topic", "key", "payload")[:limit]
-    )
+    with sql.cursor() as cursor:
+        cursor.execute(_OUTBOX_TAKE_SQL, [limit])
+        rows = cursor.fetchall()
     if not rows:
         return OutboxPass(taken=0, sent=0)
     sent, error = client.send_batch([(topic, key, bytes(payload)) for _, topic, key, payload in rows])
     if sent:
-        OutboxMessage.objects.filter(pk__in=[row[0] for row in rows[:sent]], published_at__isnull=True).update(
-            published_at=timezone.now(), attempts=F("attempts") + 1
-        )
+        with sql.cursor() as cursor:
+            cursor.execute(_OUTBOX_MARK_SQL, [timezone.now(), [row[0] for row in rows[:sent]]])
     if sent < len(rows):
         failed = rows[sent][0]
         log.warning("outbox_publish_failed", outbox_id=failed, sent=sent, left=len(rows) - sent, error=repr(error))
