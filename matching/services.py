@@ -407,14 +407,18 @@ def _order_plan(request: OrderRequest, market: Market) -> _Plan:
     return _Plan(request=request, market=market, time_in_force=time_in_force, to_lock=to_lock)
 
 
-# The first statement of a placement reads the markets named and locks the owner's available and
-# locked accounts of the assets the orders lock, in primary-key order as every writer of balances
-# locks them. The second, which starts once those locks are held and so sees everything committed by a
-# placement that held them before, reads the owner's state: whether they may trade, how many orders
-# they hold open (counted up to the cap), which of the cids they already used, their balances, and ids
-# for the new orders.
+# The first statement of a placement locks the owner's user row, reads the markets named, and locks
+# the owner's available and locked accounts of the assets the orders lock, in primary-key order as
+# every writer of balances locks them. A buy locks the quote asset's accounts and a sell the base
+# asset's: the user row is what makes two placements of one user wait for each other whatever they
+# lock, so the open-order cap holds between them (FOR NO KEY UPDATE: rows that refer to the user, such
+# as orders, are still inserted meanwhile). The second, which starts once those locks are held and so
+# sees everything committed by a placement that held them before, reads the owner's state: whether
+# they may trade, how many orders they hold open (counted up to the cap), which of the cids they
+# already used, their balances, and ids for the new orders.
 _LOCK_SQL = f"""
 SELECT
+  (SELECT u.id FROM {sql.table(User)} u WHERE u.id = %(user)s FOR NO KEY UPDATE),
   (SELECT json_object_agg(m.symbol, json_build_array(m.base_id, m.quote_id, m.tick_size::text,
      m.lot_size::text, m.min_notional::text, m.maker_fee::text, m.taker_fee::text, m.status))
    FROM {sql.table(Market)} m WHERE m.symbol = ANY(%(symbols)s)),
@@ -515,7 +519,7 @@ def _placements_decide(
         cursor.execute(
             _LOCK_SQL, {"user": user_id, "symbols": [r.symbol for r in requests], "sides": [r.side for r in requests]}
         )
-        markets, account_ids = cursor.fetchone()
+        _, markets, account_ids = cursor.fetchone()
         cursor.execute(
             _OWNER_SQL,
             {

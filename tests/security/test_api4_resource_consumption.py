@@ -7,6 +7,7 @@ JSON nested past a small depth and bodies past `DATA_UPLOAD_MAX_MEMORY_SIZE` are
 import json
 
 import pytest
+from django.db import connection
 
 from matching.models import Order
 from tests.concurrency import at_once
@@ -150,4 +151,41 @@ def test_orders_placed_at_once_never_pass_the_cap_together(btc_usdt, make_user, 
     clients = [client_for(user) for _ in range(8)]
     answers = at_once([lambda c=c, n=n: place(c, n + 1) for n, c in enumerate(clients)])
     assert sorted(a.status_code for a in answers) == [201] + [409] * 7, [a.json() for a in answers]
+    assert Order.objects.filter(user=user, status__in=Order.LIVE_STATUSES).count() == 2
+
+
+@pytest.fixture
+def slow_order_writes():
+    """Every statement that inserts orders waits half a second first, inside its transaction: a
+    placement has counted its owner's live orders and not yet written its own for that long, so two
+    placements that do not wait for each other both count the same."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE FUNCTION test_order_insert_pause() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN PERFORM pg_sleep(0.5); RETURN NULL; END $$"
+        )
+        cursor.execute(
+            "CREATE TRIGGER test_order_insert_pause BEFORE INSERT ON matching_order "
+            "FOR EACH STATEMENT EXECUTE FUNCTION test_order_insert_pause()"
+        )
+    yield
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TRIGGER test_order_insert_pause ON matching_order")
+        cursor.execute("DROP FUNCTION test_order_insert_pause()")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_buy_and_a_sell_placed_at_once_never_pass_the_cap_together(
+    btc_usdt, make_user, fund, client_for, settings, slow_order_writes
+):
+    """A buy locks the quote asset's accounts and a sell the base asset's, so the account locks do
+    not make them wait for each other: the placement also locks its owner."""
+    settings.MAX_OPEN_ORDERS_PER_USER = 2
+    user = make_user()
+    fund(user, "USDT", "100000")
+    fund(user, "BTC", "10")
+    assert place(client_for(user), 0).status_code == 201
+    buyer, seller = client_for(user), client_for(user)
+    answers = at_once([lambda: place(buyer, 1), lambda: place(seller, 2, side="Sell", price="90000")])
+    assert sorted(a.status_code for a in answers) == [201, 409], [a.json() for a in answers]
     assert Order.objects.filter(user=user, status__in=Order.LIVE_STATUSES).count() == 2
