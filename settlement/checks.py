@@ -29,9 +29,13 @@ class Refusal:
     reason: str
 
 
+_ORDER_ID_FIELDS = ("order_id", "maker_order_id", "taker_order_id")
+
+
 def order_ids(event: Event) -> list[int]:
-    fields = event.to_dict()
-    return [fields[k] for k in ("order_id", "maker_order_id", "taker_order_id") if fields.get(k) is not None]
+    """The orders an event names (read off its attributes: building its whole dict for them was a
+    twentieth of settlement's CPU)."""
+    return [oid for name in _ORDER_ID_FIELDS if (oid := getattr(event, name, None)) is not None]
 
 
 def rejection_effective(event: OrderRejected) -> bool:
