@@ -315,20 +315,20 @@ SETTLEMENT_BATCH_SIZE = env.int("SETTLEMENT_BATCH_SIZE", default=500)
 OUTBOX_RETRY_SECONDS = env.float("OUTBOX_RETRY_SECONDS", default=5.0)
 # The outbox relay (`run_outbox_relay`): the most rows it publishes as one batch.
 OUTBOX_BATCH_SIZE = env.int("OUTBOX_BATCH_SIZE", default=500)
+if OUTBOX_BATCH_SIZE < 1:
+    raise ImproperlyConfigured("OUTBOX_BATCH_SIZE must be at least 1.")
 # How often the relay looks for new outbox rows once it has published everything (one index-only
 # statement); the most it adds to an order's way to the engine when the exchange is quiet.
 OUTBOX_POLL_SECONDS = env.float("OUTBOX_POLL_SECONDS", default=0.01)
 if not 0 < OUTBOX_POLL_SECONDS <= 1:
     raise ImproperlyConfigured("OUTBOX_POLL_SECONDS must be more than 0 and at most 1.")
-if OUTBOX_BATCH_SIZE < 1:
-    raise ImproperlyConfigured("OUTBOX_BATCH_SIZE must be at least 1.")
-# Live orders (pending, open, partially filled) one user may hold; one more is 409
-# `too_many_open_orders`. Each resting order costs the engine's memory and every snapshot.
 # New orders are refused (503 `overloaded`) while more than this many wait behind the API, accepted
 # and not yet confirmed by settlement (core.throttling.BacklogThrottle); the relay counts them.
 MAX_PENDING_ORDERS = env.int("MAX_PENDING_ORDERS", default=5000)
 if MAX_PENDING_ORDERS < 1:
     raise ImproperlyConfigured("MAX_PENDING_ORDERS must be at least 1.")
+# Live orders (pending, open, partially filled) one user may hold; one more is 409
+# `too_many_open_orders`. Each resting order costs the engine's memory and every snapshot.
 MAX_OPEN_ORDERS_PER_USER = env.int("MAX_OPEN_ORDERS_PER_USER", default=200)
 if MAX_OPEN_ORDERS_PER_USER < 1:
     raise ImproperlyConfigured("MAX_OPEN_ORDERS_PER_USER must be at least 1.")

@@ -64,8 +64,8 @@ class OutboxPass:
         return self.sent < self.taken
 
 
-# The relay's two statements, prepared once (`core.sql.cursor`): at one pass every few milliseconds,
-# building them through the ORM each time cost the relay more CPU than sending the rows.
+# The relay's statements. A pass's two are prepared once (`core.sql.cursor`): at one pass every few
+# milliseconds, building them through the ORM each time cost the relay more CPU than sending the rows.
 _OUTBOX_TAKE_SQL = f"""
 SELECT id, topic, key, payload FROM {sql.table(OutboxMessage)}
 WHERE published_at IS NULL ORDER BY id LIMIT %s
@@ -74,6 +74,9 @@ _OUTBOX_MARK_SQL = f"""
 UPDATE {sql.table(OutboxMessage)} SET published_at = %s, attempts = attempts + 1
 WHERE id = ANY(%s::bigint[]) AND published_at IS NULL
 """  # noqa: S608 - the model's table; every value is a parameter
+# Whether anything waits to be published: one index-only scan of the partial index on the unpublished
+# rows, which the relay runs on a connection of its own between passes.
+OUTBOX_WAITING_SQL = f"SELECT 1 FROM {sql.table(OutboxMessage)} WHERE published_at IS NULL LIMIT 1"  # noqa: S608
 
 
 def outbox_relay_batch(*, limit: int) -> OutboxPass:

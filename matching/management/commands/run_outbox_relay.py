@@ -34,17 +34,13 @@ from redis.exceptions import RedisError
 
 from core.throttling import backlog_report
 from core.worker import LoopWorker
-from matching.models import OutboxMessage
 from matching.selectors import orders_pending_count
-from matching.services import orders_resend_stale, outbox_relay_batch
+from matching.services import OUTBOX_WAITING_SQL, orders_resend_stale, outbox_relay_batch
 
 log = structlog.get_logger(__name__)
 
 # The advisory lock that makes one relay the active one (any fixed number: "outbox" in ASCII).
 RELAY_LOCK = 0x6F7574626F78
-# Whether anything is waiting to be published: one index-only scan of the partial index on the
-# unpublished rows, on the relay's own connection (no transaction, no ORM).
-_WAITING_SQL = f"SELECT 1 FROM {OutboxMessage._meta.db_table} WHERE published_at IS NULL LIMIT 1"  # noqa: S608
 # How often the relay counts the pending orders for the API (`core.throttling.BacklogThrottle`);
 # the count expires in Redis after BACKLOG_TTL_SECONDS without a new one.
 BACKLOG_REPORT_SECONDS = 0.5
@@ -136,7 +132,7 @@ class Relay(LoopWorker):
         until = self.resent_at + self.resend_every
         while not self.stopping and time.monotonic() < until:
             self.pause(self.poll_seconds)
-            if self.own.execute(_WAITING_SQL).fetchone() is not None:
+            if self.own.execute(OUTBOX_WAITING_SQL).fetchone() is not None:
                 return
             self.report_backlog()
 
