@@ -1,6 +1,7 @@
 """The only place that builds Kafka clients. Settings come from `settings.KAFKA`."""
 
 import contextlib
+import functools
 import os
 import threading
 import time
@@ -11,6 +12,8 @@ from django.conf import settings
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewPartitions, NewTopic
 from kafka.errors import TopicAlreadyExistsError
+from kafka.partitioner import DefaultPartitioner
+from kafka.partitioner.default import murmur2
 
 from core.kafka import topics
 
@@ -30,8 +33,29 @@ def _connection(client_id: str) -> dict[str, object]:
     }
 
 
+@functools.lru_cache(maxsize=4096)
+def _key_hash(key: bytes) -> int:
+    return murmur2(key) & 0x7FFFFFFF
+
+
+class KeyPartitioner(DefaultPartitioner):
+    """Kafka's default choice of partition (murmur2 of the key, as the Java client and the broker's
+    tools compute it), with each key's hash computed once: kafka-python computes murmur2 in pure
+    Python on every send, and the exchange's keys are its markets, a handful of values."""
+
+    def partition(self, topic, key, serialized_key, value, serialized_value, cluster):
+        if serialized_key is None or topic not in cluster.topics():
+            return super().partition(topic, key, serialized_key, value, serialized_value, cluster)
+        partitions = sorted(cluster.partitions_for_topic(topic))
+        return partitions[_key_hash(bytes(serialized_key)) % len(partitions)]
+
+
 def producer_options() -> dict[str, object]:
-    return {**_connection(f"exchange-{settings.EXCHANGE_PROCESS}"), **settings.KAFKA["PRODUCER"]}
+    return {
+        **_connection(f"exchange-{settings.EXCHANGE_PROCESS}"),
+        "partitioner": KeyPartitioner(),
+        **settings.KAFKA["PRODUCER"],
+    }
 
 
 def consumer_options(**overrides: object) -> dict[str, object]:
