@@ -524,8 +524,8 @@ def main() -> int:
     parser.add_argument(
         "--only",
         default="",
-        help="comma-separated phases to run (balances,orders,batch); the others, settlement's, are skipped and "
-        "nothing is written to docs/: for comparing API settings such as gunicorn's worker model",
+        help="comma-separated phases to run (balances,orders,batch,settle,latency), printed as JSON and not "
+        "written to docs/: for comparing settings side by side, such as gunicorn's worker model",
     )
     parser.add_argument("--json", type=Path, default=ROOT / "docs" / "bench-e2e.json")
     parser.add_argument("--png", type=Path, default=ROOT / "docs" / "bench-e2e.png")
@@ -624,68 +624,80 @@ def main() -> int:
             time.sleep(0.5)
         progress.close(f"drained in {time.time() - since:.0f} s")
 
-    only = [name for name in args.only.split(",") if name]
-    for name, seconds, target in (
-        ("balances", args.balances_seconds, balances),
-        ("orders", args.orders_seconds, resting),
-        ("batch", args.batch_seconds, resting_batches),
-    ):
-        if not only or name in only:
-            phase(name, seconds, target)
-    if only:
-        sampler.stopped.set()
-        print(
-            json.dumps(
-                {
-                    name: {k: v for k, v in phase.items() if k not in ("started", "ended")}
-                    for name, phase in phases.items()
-                },
-                indent=1,
-            )
+    def settle_phase() -> None:
+        started, ended = phase("settle", args.settle_seconds, crossing_batches)
+        expected = sum(pairs["settle"])
+        progress = Progress("settling", 0)
+        while (trades := stages(args.dsn, started, ended)["trades"]) < expected:
+            progress.show(f"{trades}/{expected} trades settled")
+            if time.time() - ended > 600:
+                break
+            time.sleep(0.5)
+        visible = time.time()
+        progress.close(f"{trades}/{expected} trades settled")
+        inside = [row for row in sampler.rows if started <= row[0] <= ended]
+        settled = timeline(args.dsn, started, ended)["trades settled (trades.settled_at)"]
+        per_second = [count for second, count in settled]
+        phases["settle"].update(
+            pairs=sum(pairs["settle"]),
+            trades=trades,
+            visible_after_s=round(visible - ended, 2),
+            trades_per_s=round(trades / (visible - started), 1),
+            settled_per_s_median=percentile(per_second, 0.5) if per_second else 0,
+            backlog_start=inside[0][1] if inside else 0,
+            backlog_end=inside[-1][1] if inside else 0,
+            pending_start=inside[0][3] if inside else 0,
+            pending_end=inside[-1][3] if inside else 0,
         )
+
+    def latency_phase() -> None:
+        # Pairs per thread per second: `rate` orders/s in all, two orders a pair.
+        interval = 2 * args.latency_threads / args.rate
+        started, ended = phase("latency", args.latency_seconds, crossing(interval), args.latency_threads)
+        phases["latency"].update(
+            rate=args.rate,
+            sent_per_s=round(len(samples["latency"].rows) / (ended - started), 1),
+            pairs=sum(pairs["latency"]),
+        )
+        settle_by = time.time() + 120
+        while time.time() < settle_by:
+            figures = stages(args.dsn, started, ended)
+            if figures["trades"] >= sum(pairs["latency"]):
+                break
+            time.sleep(0.5)
+
+    only = [name for name in args.only.split(",") if name]
+    if only:
+        # A part of the run, for comparing settings side by side: nothing is written to docs/.
+        for name, seconds, target in (
+            ("balances", args.balances_seconds, balances),
+            ("orders", args.orders_seconds, resting),
+            ("batch", args.batch_seconds, resting_batches),
+        ):
+            if name in only:
+                phase(name, seconds, target)
+        for name, run in (("settle", settle_phase), ("latency", latency_phase)):
+            if name in only:
+                drained("drain")
+                run()
+        sampler.stopped.set()
+        report = {
+            name: {k: v for k, v in figures.items() if k not in ("started", "ended")}
+            for name, figures in phases.items()
+        }
+        for name in ("settle", "latency"):
+            if name in phases:
+                report[name]["stages"] = stages(args.dsn, phases[name]["started"], phases[name]["ended"])
+        print(json.dumps(report, indent=1))
         return 0
+    phase("balances", args.balances_seconds, balances)
+    phase("orders", args.orders_seconds, resting)
+    phase("batch", args.batch_seconds, resting_batches)
     phases["batch"]["size"] = args.batch_size
     drained("drain")
-
-    started, ended = phase("settle", args.settle_seconds, crossing_batches)
-    expected = sum(pairs["settle"])
-    progress = Progress("settling", 0)
-    while (trades := stages(args.dsn, started, ended)["trades"]) < expected:
-        progress.show(f"{trades}/{expected} trades settled")
-        if time.time() - ended > 600:
-            break
-        time.sleep(0.5)
-    visible = time.time()
-    progress.close(f"{trades}/{expected} trades settled")
-    inside = [row for row in sampler.rows if started <= row[0] <= ended]
-    per_second = [count for second, count in timeline(args.dsn, started, ended)["trades settled (trades.settled_at)"]]
-    phases["settle"].update(
-        pairs=sum(pairs["settle"]),
-        trades=trades,
-        visible_after_s=round(visible - ended, 2),
-        trades_per_s=round(trades / (visible - started), 1),
-        settled_per_s_median=percentile(per_second, 0.5) if per_second else 0,
-        backlog_start=inside[0][1] if inside else 0,
-        backlog_end=inside[-1][1] if inside else 0,
-        pending_start=inside[0][3] if inside else 0,
-        pending_end=inside[-1][3] if inside else 0,
-    )
+    settle_phase()
     drained("drain")
-
-    # Pairs per thread per second: `rate` orders/s in all, two orders a pair.
-    interval = 2 * args.latency_threads / args.rate
-    started, ended = phase("latency", args.latency_seconds, crossing(interval), args.latency_threads)
-    phases["latency"].update(
-        rate=args.rate,
-        sent_per_s=round(len(samples["latency"].rows) / (ended - started), 1),
-        pairs=sum(pairs["latency"]),
-    )
-    settle_by = time.time() + 120
-    while time.time() < settle_by:
-        figures = stages(args.dsn, started, ended)
-        if figures["trades"] >= sum(pairs["latency"]):
-            break
-        time.sleep(0.5)
+    latency_phase()
     sampler.stopped.set()
 
     result = {
