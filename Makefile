@@ -80,12 +80,13 @@ bench-reconcile: install
 	$(PY) benchmarks/reconcile.py
 
 ## The API and settlement side by side (benchmarks/e2e.py); starts the exchange with raised THROTTLE_*,
-## open-order and token-lifetime limits, when /readyz does not answer on PORT. Writes
+## open-order and token-lifetime limits, when /readyz does not answer on PORT, and with the topics
+## keeping 5 minutes of messages (the development broker's CPU grows with all it holds). Writes
 ## docs/bench-e2e.json and docs/bench-e2e.png.
-BENCH_THROTTLE := THROTTLE_USER=1000000/minute THROTTLE_ORDERS=1000000/minute THROTTLE_AUTH=10000/minute \
-	THROTTLE_ANON=100000/minute MAX_OPEN_ORDERS_PER_USER=1000000 JWT_ACCESS_SECONDS=3600
+BENCH_ENV := THROTTLE_USER=1000000/minute THROTTLE_ORDERS=1000000/minute THROTTLE_AUTH=10000/minute \
+	THROTTLE_ANON=100000/minute MAX_OPEN_ORDERS_PER_USER=1000000 JWT_ACCESS_SECONDS=3600 KAFKA_RETENTION_MS=300000
 bench-e2e: install
-	@curl -fsS -o /dev/null "http://127.0.0.1:$${PORT:-8000}/readyz" 2>/dev/null || $(BENCH_THROTTLE) $(MAKE) up
+	@curl -fsS -o /dev/null "http://127.0.0.1:$${PORT:-8000}/readyz" 2>/dev/null || $(BENCH_ENV) $(MAKE) up
 	$(PY) benchmarks/e2e.py --base "http://127.0.0.1:$${PORT:-8000}"
 
 ## Where the API's CPU goes: a balance read, an order and a batch of 100, profiled in one process

@@ -262,6 +262,10 @@ KAFKA = {
         "engine-events": env.int("KAFKA_EVENTS_PARTITIONS", default=3),
     },
     "REPLICATION_FACTOR": env.int("KAFKA_REPLICATION_FACTOR", default=1),
+    # How long the topics keep a message (their retention.ms, set at creation and kept in step by
+    # `ensure_topics`). Unset in production: the cluster's own policy. In development an hour, as
+    # the development broker's CPU grows with everything it holds.
+    "RETENTION_MS": env.int("KAFKA_RETENTION_MS", default=None if PRODUCTION else 3_600_000),
     "PRODUCER": {
         "acks": "all",
         "retries": 5,
@@ -292,6 +296,12 @@ KAFKA = {
 # how often it writes a snapshot of its books.
 ENGINE_PARTITIONS = env.list("ENGINE_PARTITIONS", cast=int, default=[])
 ENGINE_SNAPSHOT_SECONDS = env.float("ENGINE_SNAPSHOT_SECONDS", default=30.0)
+# A restart replays the orders topic from the last snapshot, and a lost event is refilled from an
+# earlier one: the topic must keep many snapshots' worth of input.
+if KAFKA["RETENTION_MS"] is not None and KAFKA["RETENTION_MS"] < max(300_000, 10_000 * ENGINE_SNAPSHOT_SECONDS):
+    raise ImproperlyConfigured(
+        "KAFKA_RETENTION_MS must be at least 5 minutes and at least ten ENGINE_SNAPSHOT_SECONDS."
+    )
 ENGINE_SNAPSHOT_COMMANDS = env.int("ENGINE_SNAPSHOT_COMMANDS", default=50_000)
 # The matching worker rewinds itself when settlement of one of its markets has waited this long for an
 # event the worker emitted but settlement never received (lost by the broker); 0 turns that off.

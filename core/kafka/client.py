@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 import structlog
 from django.conf import settings
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.admin import NewPartitions, NewTopic
+from kafka.admin import ConfigResource, ConfigResourceType, NewPartitions, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 from kafka.partitioner import DefaultPartitioner
 from kafka.partitioner.default import murmur2
@@ -182,14 +182,18 @@ def ensure_topics() -> dict[str, int]:
     """Create every topic with its configured partition count; grow any that has fewer.
 
     Brokers auto-create unknown topics with one partition, which would silently put every market
-    in one partition, so topics are always created explicitly before anything is produced.
+    in one partition, so topics are always created explicitly before anything is produced. With
+    `KAFKA_RETENTION_MS` set, each topic is created with that retention, and one created with
+    another gets it.
     """
+    retention = settings.KAFKA["RETENTION_MS"]
+    configs = {} if retention is None else {"retention.ms": str(retention)}
     client = admin()
     try:
         wanted = {topics.name(t): topics.partitions(t) for t in topics.ALL}
         existing = set(client.list_topics())
         missing = [
-            NewTopic(name, count, settings.KAFKA["REPLICATION_FACTOR"])
+            NewTopic(name, count, settings.KAFKA["REPLICATION_FACTOR"], topic_configs=configs)
             for name, count in wanted.items()
             if name not in existing
         ]
@@ -203,9 +207,34 @@ def ensure_topics() -> dict[str, int]:
         if grow:
             client.create_partitions(grow)
             found.update({name: wanted[name] for name in grow})
+        if configs:
+            _configs_align(client, list(wanted), configs)
         return found
     finally:
         client.close()
+
+
+def topic_configs(client: KafkaAdminClient, names: list[str]) -> dict[str, dict[str, str]]:
+    """Each topic's configuration as the broker reports it, name → value."""
+    answer = client.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name) for name in names])
+    return {
+        name: {key: entry["value"] for key, entry in values.items()} for name, values in answer.get("topic", {}).items()
+    }
+
+
+def _configs_align(client: KafkaAdminClient, names: list[str], configs: dict[str, str]) -> None:
+    current = topic_configs(client, names)
+    stale = [name for name in names if any(current.get(name, {}).get(k) != v for k, v in configs.items())]
+    if not stale:
+        return
+    # kafka-python alters incrementally, or keeps the topic's other settings on an older broker.
+    answer = client.alter_configs([ConfigResource(ConfigResourceType.TOPIC, name, configs=configs) for name in stale])
+    refused = {name: result for name, result in answer.get("topic", {}).items() if result != "OK"}
+    if refused:
+        # The topic keeps the retention it has: nothing here depends on a shorter one.
+        log.error("kafka_topic_configs_refused", refused=refused, configs=configs)
+    else:
+        log.info("kafka_topic_configs_altered", topics=stale, configs=configs)
 
 
 def delete_topics(names: Iterable[str]) -> None:

@@ -1,7 +1,11 @@
 """What every Kafka client the seam builds costs per message: the checksums in C, each key hashed
 once, no sensors that nothing reads; and the partition each market goes to is still Kafka's own."""
 
+import os
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import crc32c
 import pytest
@@ -10,7 +14,9 @@ from kafka.admin import NewTopic
 from kafka.partitioner import DefaultPartitioner
 from kafka.record import util
 
-from core.kafka import client
+from core.kafka import client, topics
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_record_checksums_are_computed_by_the_compiled_crc32c():
@@ -71,3 +77,50 @@ def test_a_key_is_hashed_once_however_many_messages_carry_it(topic, monkeypatch)
         producer.send(topic, key=b"ETH_USDT", value=b"x")
     producer.flush(timeout=10)
     assert sorted(hashed) == [b"BTC_USDT", b"ETH_USDT"]
+
+
+@pytest.fixture
+def own_topics(settings):
+    """The project's topics under a prefix of their own, deleted afterwards."""
+    settings.KAFKA = {**settings.KAFKA, "TOPIC_PREFIX": f"retention-{uuid.uuid4().hex[:8]}-"}
+    yield [topics.name(t) for t in topics.ALL]
+    client.delete_topics([topics.name(t) for t in topics.ALL])
+
+
+def retention(names: list[str]) -> dict[str, str | None]:
+    admin = client.admin()
+    try:
+        return {name: values.get("retention.ms") for name, values in client.topic_configs(admin, names).items()}
+    finally:
+        admin.close()
+
+
+@pytest.mark.services
+def test_topics_are_created_with_the_retention_set_and_follow_a_new_one(settings, own_topics):
+    settings.KAFKA = {**settings.KAFKA, "RETENTION_MS": 600_000}
+    client.ensure_topics()
+    assert retention(own_topics) == dict.fromkeys(own_topics, "600000")
+
+    settings.KAFKA = {**settings.KAFKA, "RETENTION_MS": 900_000}
+    client.ensure_topics()
+    assert retention(own_topics) == dict.fromkeys(own_topics, "900000")
+
+    # Unset (production's default): the topics keep whatever the cluster's operators gave them.
+    settings.KAFKA = {**settings.KAFKA, "RETENTION_MS": None}
+    client.ensure_topics()
+    assert retention(own_topics) == dict.fromkeys(own_topics, "900000")
+
+
+@pytest.mark.parametrize(("value", "refused"), [("60000", True), ("299999", True), ("300000", False)])
+def test_a_retention_shorter_than_the_engines_replay_needs_refuses_to_start(value, refused):
+    env = {**os.environ, "KAFKA_RETENTION_MS": value, "ENGINE_SNAPSHOT_SECONDS": "30"}
+    done = subprocess.run(
+        [sys.executable, "-c", "import exchange.settings"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (done.returncode != 0) is refused, done.stderr[-2000:]
+    assert ("KAFKA_RETENTION_MS must be at least" in done.stderr) is refused
