@@ -92,9 +92,15 @@ class Samples:
 
     def timed(self, send: Callable[[], requests.Response]) -> requests.Response:
         started = time.perf_counter()
-        answer = send()
+        try:
+            answer = send()
+        except requests.ConnectionError:
+            # Counted as status 0, and the thread goes on with a new connection: nothing is sent
+            # again, since whether the server took the orders is not known.
+            answer = requests.Response()
+            answer.status_code = 0
         elapsed = time.perf_counter() - started
-        placed = int(answer.status_code < 300)
+        placed = int(200 <= answer.status_code < 300)
         if answer.status_code == 200 and answer.request.path_url.endswith("/batch/"):
             placed = sum(result["status"] == 201 for result in answer.json()["results"])
         with self.lock:
@@ -395,7 +401,10 @@ def refused(phase: dict) -> str:
     """How many requests of a phase the exchange refused while catching up (503 `overloaded`)."""
     count = phase["statuses"].get("503", 0)
     total = sum(phase["statuses"].values())
-    return f"{count:,} of {total:,} requests refused with 503 while more than MAX_PENDING_ORDERS waited"
+    said = f"{count:,} of {total:,} requests refused with 503 while more than MAX_PENDING_ORDERS waited"
+    if lost := phase["statuses"].get("0", 0):
+        said += f"; {lost:,} lost to a connection error"
+    return said
 
 
 def table(result: dict) -> Iterator[str]:

@@ -1,6 +1,8 @@
 """Orders through HTTP, Kafka, the matching worker, Kafka again, the settlement consumer, Celery and
 PostgreSQL, every one of them a real process or server."""
 
+import http.client
+import time
 from decimal import Decimal
 
 import pytest
@@ -153,3 +155,21 @@ def test_health_readiness_metrics_and_schema_answer(exchange: Exchange) -> None:
     assert schema.status_code == 200
     assert "/api/orders/" in schema.text
     assert http.get(f"{base}/admin/login/").status_code == 200
+
+
+def test_an_idle_client_connection_is_still_open_for_its_next_request(exchange: Exchange) -> None:
+    # A trading client keeps its connection between orders. Had gunicorn closed it (its own default
+    # after 2 s idle), a request sent as it closes fails, and whether an order was taken is unknown.
+    connection = http.client.HTTPConnection("127.0.0.1", exchange.port, timeout=10)
+    try:
+        connection.request("GET", "/healthz")
+        assert connection.getresponse().read() == b'{"status": "ok"}'
+        opened = connection.sock
+        time.sleep(4)
+        connection.request("GET", "/healthz")
+        answer = connection.getresponse()
+        assert answer.status == 200
+        answer.read()
+        assert connection.sock is opened
+    finally:
+        connection.close()
