@@ -1,7 +1,7 @@
 """Staff roles: one Django group each, with exactly these permissions.
 
-This table is what the roles are. Migrations `console/0001_roles.py` and `0002_roles_see_history.py`
-hold a literal copy of it
+This table is what the roles are. Migrations `console/0001_roles.py`, `0002_roles_see_history.py`
+and `0003_markets_see_chain_checkpoints.py` hold a literal copy of it
 (a migration must keep doing what it did when it was written, whatever this module says later);
 `tests/console/test_roles.py` fails if the groups in the database and this table ever differ, so a
 change here comes with a migration that applies it. README ("Staff roles and sign-in") and
@@ -59,6 +59,7 @@ MARKETS = (
     "matching.view_outboxmessage",
     "matching.view_enginesnapshot",
     "settlement.view_reconciliationrun",
+    "settlement.view_chaincheckpoint",
     "pghistory.view_events",
 )
 

@@ -1,10 +1,18 @@
 from django.contrib import admin
-from django.db.models import QuerySet
+from django.db.models import OuterRef, QuerySet, Subquery
 from django.http import HttpRequest
 
 from accounts.exports import CsvExportMixin
 from core.admin_tools import ReadOnlyAdmin, run_service_action
-from settlement.models import Alert, ConsumerOffset, EngineEvent, ReconciliationRun, SettlementCursor, Trade
+from settlement.models import (
+    Alert,
+    ChainCheckpoint,
+    ConsumerOffset,
+    EngineEvent,
+    ReconciliationRun,
+    SettlementCursor,
+    Trade,
+)
 from settlement.services import alert_resolve
 
 
@@ -59,6 +67,23 @@ class EngineEventAdmin(ReadOnlyAdmin):
 class SettlementCursorAdmin(ReadOnlyAdmin):
     list_display = ["market", "seq", "received_seq", "backlog", "status", "hash", "updated_at"]
     list_filter = ["status"]
+
+
+@admin.register(ChainCheckpoint)
+class ChainCheckpointAdmin(ReadOnlyAdmin):
+    """How far each market's hash chain is verified, and how many received events the next
+    reconciliation run still has to verify after it."""
+
+    list_display = ["market", "seq", "hash", "verified_at", "unverified"]
+    ordering = ["market"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ChainCheckpoint]:
+        received = SettlementCursor.objects.filter(market=OuterRef("market")).values("received_seq")
+        return super().get_queryset(request).annotate(received_seq=Subquery(received))
+
+    @admin.display(description="received since")
+    def unverified(self, checkpoint: ChainCheckpoint) -> int:
+        return max((checkpoint.received_seq or 0) - checkpoint.seq, 0)
 
 
 @admin.register(ConsumerOffset)

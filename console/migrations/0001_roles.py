@@ -116,6 +116,16 @@ def permission_get(apps, dotted):
     return permission
 
 
+def roles_grant(apps, added, *, grant=True):
+    """Give each role in `added` its permissions (take them back with grant=False): what the later
+    migrations that widen a role do, each with its own literal table."""
+    Group = apps.get_model("auth", "Group")
+    for role, permissions in added.items():
+        group = Group.objects.get(name=role)
+        change = group.permissions.add if grant else group.permissions.remove
+        change(*[permission_get(apps, dotted) for dotted in permissions])
+
+
 def roles_create(apps, schema_editor):
     Group = apps.get_model("auth", "Group")
     for role, permissions in ROLES.items():

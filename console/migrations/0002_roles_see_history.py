@@ -19,19 +19,11 @@ ADDED = {
 
 
 def roles_extend(apps, schema_editor):
-    permission_get = import_module("console.migrations.0001_roles").permission_get
-    Group = apps.get_model("auth", "Group")
-    for role, permissions in ADDED.items():
-        group = Group.objects.get(name=role)
-        group.permissions.add(*[permission_get(apps, dotted) for dotted in permissions])
+    import_module("console.migrations.0001_roles").roles_grant(apps, ADDED)
 
 
 def roles_shrink(apps, schema_editor):
-    permission_get = import_module("console.migrations.0001_roles").permission_get
-    Group = apps.get_model("auth", "Group")
-    for role, permissions in ADDED.items():
-        group = Group.objects.get(name=role)
-        group.permissions.remove(*[permission_get(apps, dotted) for dotted in permissions])
+    import_module("console.migrations.0001_roles").roles_grant(apps, ADDED, grant=False)
 
 
 class Migration(migrations.Migration):

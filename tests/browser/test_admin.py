@@ -97,7 +97,11 @@ def test_the_dashboard_shows_what_waits_for_the_operator_and_links_to_it(
     [
         ("support", ["Users", "Deposits", "Withdrawals", "Orders", "Trades"], ["Ledger entries", "Groups", "Alerts"]),
         ("finance", ["Ledger entries", "Deposits", "Withdrawals", "Audit logs", "Trades"], ["Engine events", "Groups"]),
-        ("markets", ["Markets", "Orders", "Engine events", "Alerts"], ["Ledger entries", "Withdrawals", "Groups"]),
+        (
+            "markets",
+            ["Markets", "Orders", "Engine events", "Alerts", "Chain checkpoints"],
+            ["Ledger entries", "Withdrawals", "Groups"],
+        ),
         ("admin", ["Users", "Groups", "Access attempts", "TOTP devices"], ["Withdrawals", "Orders", "Trades"]),
     ],
 )
