@@ -263,9 +263,9 @@ KAFKA = {
     },
     "REPLICATION_FACTOR": env.int("KAFKA_REPLICATION_FACTOR", default=1),
     # How long the topics keep a message (their retention.ms, set at creation and kept in step by
-    # `ensure_topics`). Unset in production: the cluster's own policy. In development an hour, as
-    # the development broker's CPU grows with everything it holds.
-    "RETENTION_MS": env.int("KAFKA_RETENTION_MS", default=None if PRODUCTION else 3_600_000),
+    # `ensure_topics`). Unset in production: the cluster's own policy. The development default is
+    # set below, with the snapshot interval it depends on.
+    "RETENTION_MS": env.int("KAFKA_RETENTION_MS", default=None),
     "PRODUCER": {
         "acks": "all",
         "retries": 5,
@@ -296,11 +296,15 @@ KAFKA = {
 # how often it writes a snapshot of its books.
 ENGINE_PARTITIONS = env.list("ENGINE_PARTITIONS", cast=int, default=[])
 ENGINE_SNAPSHOT_SECONDS = env.float("ENGINE_SNAPSHOT_SECONDS", default=30.0)
-# A restart replays the orders topic from the last snapshot, and a lost event is refilled from an
-# earlier one: the topic must keep many snapshots' worth of input.
-if KAFKA["RETENTION_MS"] is not None and KAFKA["RETENTION_MS"] < max(300_000, 10_000 * ENGINE_SNAPSHOT_SECONDS):
+# A restart replays the orders topic from the last snapshot, and a lost event is refilled from one
+# of the three newest: the topic must keep at least three snapshot intervals of input. In
+# development an hour, or ten intervals if that is longer: the development broker's CPU grows with
+# everything it holds.
+if KAFKA["RETENTION_MS"] is None and not PRODUCTION:
+    KAFKA["RETENTION_MS"] = max(3_600_000, int(10_000 * ENGINE_SNAPSHOT_SECONDS))
+if KAFKA["RETENTION_MS"] is not None and KAFKA["RETENTION_MS"] < max(300_000, 3_000 * ENGINE_SNAPSHOT_SECONDS):
     raise ImproperlyConfigured(
-        "KAFKA_RETENTION_MS must be at least 5 minutes and at least ten ENGINE_SNAPSHOT_SECONDS."
+        "KAFKA_RETENTION_MS must be at least 5 minutes and at least three ENGINE_SNAPSHOT_SECONDS."
     )
 ENGINE_SNAPSHOT_COMMANDS = env.int("ENGINE_SNAPSHOT_COMMANDS", default=50_000)
 # The matching worker rewinds itself when settlement of one of its markets has waited this long for an

@@ -111,16 +111,32 @@ def test_topics_are_created_with_the_retention_set_and_follow_a_new_one(settings
     assert retention(own_topics) == dict.fromkeys(own_topics, "900000")
 
 
-@pytest.mark.parametrize(("value", "refused"), [("60000", True), ("299999", True), ("300000", False)])
-def test_a_retention_shorter_than_the_engines_replay_needs_refuses_to_start(value, refused):
-    env = {**os.environ, "KAFKA_RETENTION_MS": value, "ENGINE_SNAPSHOT_SECONDS": "30"}
-    done = subprocess.run(
-        [sys.executable, "-c", "import exchange.settings"],
+def settings_of(env: dict[str, str | None]) -> subprocess.CompletedProcess:
+    """Load the settings in a process of their own, with `env` over the test's environment (None:
+    unset)."""
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "exchange.settings", **env}
+    return subprocess.run(
+        [sys.executable, "-c", "from django.conf import settings; print(settings.KAFKA['RETENTION_MS'])"],
         cwd=ROOT,
-        env=env,
+        env={name: value for name, value in env.items() if value is not None},
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+@pytest.mark.parametrize(
+    ("retention", "snapshots", "refused"),
+    [("60000", "30", True), ("299999", "30", True), ("300000", "30", False), ("1000000", "600", True)],
+)
+def test_a_retention_shorter_than_the_engines_replay_needs_refuses_to_start(retention, snapshots, refused):
+    done = settings_of({"KAFKA_RETENTION_MS": retention, "ENGINE_SNAPSHOT_SECONDS": snapshots})
     assert (done.returncode != 0) is refused, done.stderr[-2000:]
     assert ("KAFKA_RETENTION_MS must be at least" in done.stderr) is refused
+
+
+def test_developments_retention_is_an_hour_or_ten_snapshot_intervals():
+    for snapshots, retention in (("30", "3600000"), ("3600", "36000000")):
+        done = settings_of({"ENGINE_SNAPSHOT_SECONDS": snapshots, "KAFKA_RETENTION_MS": None})
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.stdout.split()[-1] == retention
