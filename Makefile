@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run up down status services test test-fast test-faults lint bench bench-admin bench-reconcile bench-e2e bench-api bench-stages browser screenshots reset clean
+.PHONY: install run up down status services test test-fast test-faults lint bench bench-admin bench-reconcile bench-e2e bench-api bench-stages bench-profile browser screenshots reset clean
 
 $(STAMP): requirements.txt package-lock.json
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -93,6 +93,12 @@ bench-e2e: install
 ## (benchmarks/api_profile.py; needs the development database, as after `make up`).
 bench-api: install
 	$(PY) benchmarks/api_profile.py
+
+## Where each Python process of the running exchange spends its CPU while one phase of bench-e2e runs
+## (benchmarks/stack_profile.py, py-spy; needs the exchange running, as after `make bench-e2e`).
+## Writes docs/stack-profile.md.
+bench-profile: install
+	$(PY) benchmarks/stack_profile.py --base "http://127.0.0.1:$${PORT:-8000}"
 
 ## Each stage behind the API on its own, in one process: the outbox relay, the settlement consumer's store
 ## and settlement, with their rates and CPU per item (benchmarks/stages.py; a database and topics of its own
