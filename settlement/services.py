@@ -20,6 +20,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
+from psycopg.types.json import Jsonb
 
 from accounts.models import Account, LedgerEntry, User
 from accounts.services import (
@@ -106,15 +107,16 @@ def events_ingest(*, topic: str, messages: list[ReceivedMessage]) -> set[str]:
     touched: set[str] = set()
     if sequenced:
         stored = _stored_hashes({(e.market, e.seq) for e in sequenced})
-        fresh: dict[tuple[str, int], EngineEvent] = {}
+        received_at = timezone.now()
+        fresh: dict[tuple[str, int], str] = {}  # (market, seq) → hash, of the events new to the inbox
+        rows = []  # their rows, in _INBOX_FIELDS' order
         for event in sequenced:
             key = (event.market, event.seq)
-            known = stored.get(key) or (fresh[key].hash if key in fresh else None)
+            known = stored.get(key) or fresh.get(key)
             if known is None:
                 fields = event.to_dict()
-                fresh[key] = EngineEvent(
-                    market=event.market, seq=event.seq, type=fields["type"], payload=fields, hash=event.hash
-                )
+                fresh[key] = event.hash
+                rows.append((event.market, event.seq, fields["type"], Jsonb(fields), event.hash, received_at))
             elif known != event.hash:
                 alerts.append(
                     (
@@ -123,7 +125,9 @@ def events_ingest(*, topic: str, messages: list[ReceivedMessage]) -> set[str]:
                         f"event #{event.seq} arrived again with a different hash ({event.hash} != {known})",
                     )
                 )
-        EngineEvent.objects.bulk_create(fresh.values(), ignore_conflicts=True)
+        sql.rows_insert(
+            sql.table(EngineEvent), sql.columns(EngineEvent, _INBOX_FIELDS), rows, suffix="ON CONFLICT DO NOTHING"
+        )
         highest: dict[str, int] = {}
         for market, seq in fresh:
             highest[market] = max(highest.get(market, 0), seq)
@@ -136,6 +140,10 @@ def events_ingest(*, topic: str, messages: list[ReceivedMessage]) -> set[str]:
     _offsets_store(topic, {partition: offset + 1 for partition, offset in last.items()})
     alerts_raise(alerts)
     return touched
+
+
+# The inbox's columns as the consumer writes them, in the order of `events_ingest`'s rows.
+_INBOX_FIELDS = ("market", "seq", "type", "payload", "hash", "received_at")
 
 
 def _stored_hashes(keys: set[tuple[str, int]]) -> dict[tuple[str, int], str]:
