@@ -14,6 +14,7 @@ from typing import Any
 
 import structlog
 from django.core.cache.backends.redis import RedisCache, RedisCacheClient
+from redis import Redis
 
 log = structlog.get_logger(__name__)
 _MISSING = object()
@@ -44,6 +45,18 @@ class JSONSerializer:
 class JSONRedisCacheClient(RedisCacheClient):
     def __init__(self, servers: list[str], **options: Any) -> None:
         super().__init__(servers, serializer=JSONSerializer, **options)
+        self._clients: dict[int, Redis] = {}
+
+    def get_client(self, key: str | None = None, *, write: bool = False) -> Redis:
+        """One redis-py client per connection pool, kept. Django builds a new one for every cache
+        call, and building one fills its table of about 200 response callbacks: 60 µs of CPU, a
+        third of a `cache.get`. A client is thread-safe (each command takes a connection from the
+        pool), and after a fork the pool opens new connections itself."""
+        pool = self._get_connection_pool(write)
+        client = self._clients.get(id(pool))
+        if client is None or client.connection_pool is not pool:
+            client = self._clients[id(pool)] = self._client(connection_pool=pool)
+        return client
 
     def _read(self, key: str, value: bytes, missing: Any) -> Any:
         try:
