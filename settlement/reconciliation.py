@@ -272,7 +272,8 @@ SELECT market FROM found WHERE market IS NOT NULL
 """  # noqa: S608 - the table is the model's; there is no value in it
 
 
-def _event_markets() -> list[str]:
+def event_markets() -> list[str]:
+    """The markets with stored engine events, in name order."""
     with connection.cursor() as cursor:
         cursor.execute(_EVENT_MARKETS_SQL)
         return sorted(market for (market,) in cursor.fetchall())
@@ -282,7 +283,7 @@ def _hash_chains_verify(*, full: bool) -> tuple[Check, dict[str, ChainWalk]]:
     """Every market's chain, from genesis when `full`, otherwise from its checkpoint where it has
     one; `checked` counts the events read."""
     since = {} if full else {c.market: (c.seq, c.hash) for c in ChainCheckpoint.objects.all()}
-    walks = {market: chain_check(market, since.get(market)) for market in _event_markets()}
+    walks = {market: chain_check(market, since.get(market)) for market in event_markets()}
     result = Check("the engine's hash chain verifies", checked=sum(w.checked for w in walks.values()))
     for market, walk in walks.items():
         for problem in walk.problems:

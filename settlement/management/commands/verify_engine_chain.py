@@ -2,8 +2,7 @@
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from settlement.models import EngineEvent
-from settlement.reconciliation import chain_check
+from settlement.reconciliation import chain_check, event_markets
 
 
 class Command(BaseCommand):
@@ -13,7 +12,7 @@ class Command(BaseCommand):
         parser.add_argument("markets", nargs="*", help="Markets to check (default: all).")
 
     def handle(self, *args: object, **options: object) -> None:
-        markets = options["markets"] or sorted(EngineEvent.objects.values_list("market", flat=True).distinct())
+        markets = options["markets"] or event_markets()
         broken = 0
         self.stdout.write(f"{'market':<12} {'events':>8}  {'last hash':<64}  result")
         for market in markets:
