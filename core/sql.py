@@ -2,9 +2,10 @@
 
 Each column travels as one array parameter (in binary) and `unnest` turns the arrays back into
 rows, so the statement's text is the same for three rows or three thousand and a batch costs the
-same number of round trips whatever it holds. Placing orders and settling a batch of engine events use these; a
-model's own app still decides what is written to its tables. Values are of the types psycopg adapts
-itself: str, int, bool, Decimal, aware datetime, bytes, None (a foreign key as its id).
+same number of round trips whatever it holds. Placing orders and settling a batch of engine events
+use these; a model's own app still decides what is written to its tables. Values are of the types
+psycopg adapts itself: str, int, bool, Decimal, aware datetime, bytes, None (a foreign key as its
+id).
 
 They run on `cursor()`, which binds the parameters on the server and has PostgreSQL prepare each
 statement once per connection: parsing and planning these statements cost PostgreSQL more CPU than
