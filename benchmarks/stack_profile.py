@@ -34,15 +34,12 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import e2e  # noqa: E402 - benchmarks/e2e.py, beside this script
 
-# The Python processes of the stack, by their command line: the API and Celery are a parent that
-# forks workers, and only the workers handle requests and tasks.
-KINDS = (
-    ("gunicorn", "api", True),
-    ("run_matching_engine", "engine", False),
-    ("run_outbox_relay", "relay", False),
-    ("run_settlement", "settlement consumer", False),
-    ("celery -A exchange worker", "celery (settlement)", True),
-)
+# The Python processes of the stack that work under load, as e2e.py names them by their command
+# line. The API and Celery are a parent that forks workers, and only the workers handle requests and
+# tasks.
+SAMPLED = ("api", "engine", "relay", "settlement consumer", "celery (settlement)")
+FORKING = {"api", "celery (settlement)"}
+KINDS = [(needle, kind) for needle, kind in e2e.PROCESS_KINDS if kind in SAMPLED]
 
 
 def command_line(pid: int) -> str:
@@ -63,9 +60,9 @@ def processes() -> dict[str, list[int]]:
     """The pids of each kind of process; for a forking server, its workers only."""
     found: dict[str, list[int]] = {}
     pids = [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
-    for needle, kind, forks in KINDS:
+    for needle, kind in KINDS:
         mine = [pid for pid in pids if needle in command_line(pid) and "py-spy" not in command_line(pid)]
-        if forks:
+        if kind in FORKING:
             mine = [pid for pid in mine if parent(pid) in mine] or mine
         if mine:
             found[kind] = sorted(mine)
