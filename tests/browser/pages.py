@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from django_otp.oath import TOTP
 from playwright.sync_api import Page, expect
 
-from tests.e2e.harness import ROOT, Exchange
+from tests.e2e.harness import ROOT, Exchange, Trader
 
 # A withdrawal address of the seeded USDT and ETH format.
 ADDRESS = "0x52908400098527886E0F7030069857D2E4169EE7"
@@ -85,3 +85,11 @@ def enrol(page: Page, operator: Operator) -> None:
 def shot(page: Page, name: str) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=False)
+
+
+def trade(seller: Trader, buyer: Trader, symbol: str, price: str, quantity: str) -> None:
+    """One trade through the running exchange: a sell that rests, then a buy that fills it whole."""
+    sell = seller.order(symbol=symbol, side="Sell", order_type="Limit", price=price, quantity=quantity).json()
+    seller.wait_status(sell["id"], "open")
+    buy = buyer.order(symbol=symbol, side="Buy", order_type="Limit", price=price, quantity=quantity).json()
+    buyer.wait_status(buy["id"], "filled")

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.browser.pages import ADDRESS, VIEWPORT, Operator, enrol, shot, submit_login
+from tests.browser.pages import ADDRESS, VIEWPORT, Operator, enrol, shot, submit_login, trade
 from tests.e2e.harness import Exchange
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
@@ -70,11 +70,7 @@ def test_the_dashboard_shows_what_waits_for_the_operator_and_links_to_it(
     trader, seller = exchange.register("dashboard"), exchange.register("dashseller")
     trader.deposit("USDT", "5000")
     seller.deposit("ETH", "1")
-    # A trade today, for the charts.
-    sell = seller.order(symbol="ETH_USDT", side="Sell", order_type="Limit", price="3000", quantity="0.5").json()
-    seller.wait_status(sell["id"], "open")
-    buy = trader.order(symbol="ETH_USDT", side="Buy", order_type="Limit", price="3000", quantity="0.5").json()
-    trader.wait_status(buy["id"], "filled")
+    trade(seller, trader, "ETH_USDT", "3000", "0.5")  # a trade today, for the charts
     answer = trader.call("POST", "withdrawals/", json={"asset": "USDT", "amount": "15", "address": ADDRESS})
     assert answer.status_code == 201, answer.text
     page = page_as("finance")
@@ -122,10 +118,7 @@ def test_trades_and_orders_are_listed_read_only(page_as: Callable[[str], Page], 
     seller, buyer = exchange.register("adminseller"), exchange.register("adminbuyer")
     seller.deposit("BTC", "1")
     buyer.deposit("USDT", "1000")
-    sell = seller.order(symbol="BTC_USDT", side="Sell", order_type="Limit", price="42000", quantity="0.002").json()
-    seller.wait_status(sell["id"], "open")
-    buy = buyer.order(symbol="BTC_USDT", side="Buy", order_type="Limit", price="42000", quantity="0.002").json()
-    buyer.wait_status(buy["id"], "filled")
+    trade(seller, buyer, "BTC_USDT", "42000", "0.002")
 
     page.goto(f"{exchange.base}/admin/settlement/trade/?q={buyer.username}")
     row = page.locator("#result_list tbody tr").first
@@ -226,10 +219,7 @@ def test_markets_sees_how_far_each_hash_chain_is_verified(page_as: Callable[[str
     seller, buyer = exchange.register("chainseller"), exchange.register("chainbuyer")
     seller.deposit("BTC", "1")
     buyer.deposit("USDT", "1000")
-    sell = seller.order(symbol="BTC_USDT", side="Sell", order_type="Limit", price="43000", quantity="0.001").json()
-    seller.wait_status(sell["id"], "open")
-    buy = buyer.order(symbol="BTC_USDT", side="Buy", order_type="Limit", price="43000", quantity="0.001").json()
-    buyer.wait_status(buy["id"], "filled")
+    trade(seller, buyer, "BTC_USDT", "43000", "0.001")
     # A recorded run from genesis moves every market's checkpoint, as beat's runs do.
     exchange.manage("reconcile", "--record")
     (verified,) = exchange.query("SELECT max(seq) FROM settlement_engineevent WHERE market = 'BTC_USDT'")[0]
