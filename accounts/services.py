@@ -210,24 +210,30 @@ def accounts_open(*, keys: Iterable[AccountKey]) -> None:
         )
 
 
+_LOCK_KEYS_SQL = f"""
+SELECT a.id, a.user_id, a.asset_id, a.kind FROM {sql.table(Account)} a
+WHERE a.asset_id = ANY(%(assets)s::varchar[]) AND (
+  (a.user_id = ANY(%(users)s::bigint[]) AND a.kind = ANY(%(user_kinds)s::varchar[]))
+  OR (a.user_id IS NULL AND a.kind = ANY(%(system_kinds)s::varchar[]))
+)
+ORDER BY a.id FOR UPDATE
+"""  # noqa: S608 - the table is the model's; every value is a parameter
+
+
 def accounts_lock_keys(keys: Iterable[AccountKey]) -> dict[AccountKey, int]:
-    """Lock the accounts of these keys in primary-key order (one statement) and return their ids.
-    The lock covers every user account of the users named in the assets named, and the system
+    """Lock the accounts of these keys in primary-key order (one prepared statement) and return their
+    ids. The lock covers every user account of the users named in the assets named, and the system
     accounts of the kinds named in those assets."""
     keys = set(keys)
-    users = {user for user, _, _ in keys if user is not None}
-    assets = {asset for _, asset, _ in keys}
-    system = {kind for user, _, kind in keys if user is None}
-    locked = (
-        Account.objects.select_for_update()
-        .filter(
-            Q(user_id__in=users, asset_id__in=assets, kind__in=Account.USER_KINDS)
-            | Q(user__isnull=True, asset_id__in=assets, kind__in=system)
-        )
-        .order_by("pk")
-        .values_list("pk", "user_id", "asset_id", "kind")
-    )
-    return {(user, asset, kind): pk for pk, user, asset, kind in locked}
+    params = {
+        "assets": sorted({asset for _, asset, _ in keys}),
+        "users": sorted({user for user, _, _ in keys if user is not None}),
+        "user_kinds": [str(kind) for kind in Account.USER_KINDS],
+        "system_kinds": sorted({str(kind) for user, _, kind in keys if user is None}),
+    }
+    with sql.cursor() as cursor:
+        cursor.execute(_LOCK_KEYS_SQL, params)
+        return {(user, asset, kind): pk for pk, user, asset, kind in cursor.fetchall()}
 
 
 def ledger_post_many(*, postings: Sequence[Posting]) -> int:

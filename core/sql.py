@@ -38,6 +38,22 @@ def columns(model: type[models.Model], fields: tuple[str, ...]) -> list[Column]:
     return [(field.column, re.sub(r"^varchar\(\d+\)$", "varchar", field.cast_db_type(connection))) for field in found]
 
 
+@cache
+def select_list(model: type[models.Model], alias: str, omit: tuple[str, ...] = ()) -> tuple[str, tuple[str, ...]]:
+    """`alias.column, ...` of `model`'s concrete fields in the model's order, but those named in
+    `omit`, and their attribute names: the columns of a hand-written read whose rows `instance`
+    turns into the model (the omitted fields deferred, as `QuerySet.defer` leaves them)."""
+    fields = [field for field in model._meta.concrete_fields if field.name not in omit]
+    listed = ", ".join(f"{alias}.{connection.ops.quote_name(field.column)}" for field in fields)
+    return listed, tuple(field.attname for field in fields)
+
+
+def instance(model: type[models.Model], attnames: tuple[str, ...], values: Sequence[object]) -> models.Model:
+    """The model of one row of a `select_list` read, as Django builds it from a queryset's row.
+    Only for fields whose values psycopg already returns as the field holds them (not JSON)."""
+    return model.from_db(connection.alias, attnames, values)
+
+
 def unnest_rows(columns: Sequence[Column], rows: Iterable[Sequence[object]], *, alias: str = "u") -> tuple[str, list]:
     """`unnest(%b::type[], ...) AS alias(names)`, and its parameters: one list per column.
 

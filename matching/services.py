@@ -748,7 +748,7 @@ def orders_settle_apply(*, orders: Iterable[Order]) -> int:
         return 0
     source, params = sql.unnest_rows(_SETTLED_FIELDS, rows)
     columns = ", ".join(f"{name} = u.{name}" for name, _ in _SETTLED_FIELDS[1:])
-    with connection.cursor() as cursor:
+    with sql.cursor() as cursor:
         cursor.execute(
             f"UPDATE {Order._meta.db_table} AS o SET {columns}, updated_at = %s FROM {source} WHERE o.id = u.id",  # noqa: S608 - names from the model
             [timezone.now(), *params],

@@ -9,6 +9,7 @@ Two transactions, each idempotent, each a fixed number of statements however lar
   statements in the same transaction. Running it twice, or concurrently, applies each event once.
 """
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -22,7 +23,7 @@ from django.db.models import F
 from django.utils import timezone
 from psycopg.types.json import Jsonb
 
-from accounts.models import Account, LedgerEntry, User
+from accounts.models import Account, Asset, LedgerEntry, User
 from accounts.services import (
     AccountKey,
     Move,
@@ -357,14 +358,44 @@ _TRADE_COLUMNS = sql.columns(
 
 # What settlement neither checks nor changes of an order: left unread.
 _ORDER_FIELDS_UNUSED = ("cid", "cancel_requested_at", "resends", "resent_at", "updated_at")
+_ORDER_COLUMNS, _ORDER_NAMES = sql.select_list(Order, "o", omit=_ORDER_FIELDS_UNUSED)
+_ORDERS_LOCK_SQL = (
+    f"SELECT {_ORDER_COLUMNS} FROM {sql.table(Order)} o WHERE o.id = ANY(%s::bigint[]) ORDER BY o.id FOR UPDATE"  # noqa: S608 - the model's names
+)
+
+# The market with its two assets, each field as the models hold it, in one read.
+_MARKET_COLUMNS, _MARKET_NAMES = sql.select_list(Market, "m")
+_ASSET_COLUMNS = {alias: sql.select_list(Asset, alias) for alias in ("b", "q")}
+_MARKET_SQL = f"""
+SELECT {_MARKET_COLUMNS}, {_ASSET_COLUMNS["b"][0]}, {_ASSET_COLUMNS["q"][0]}
+FROM {sql.table(Market)} m
+JOIN {sql.table(Asset)} b ON b.symbol = m.base_id
+JOIN {sql.table(Asset)} q ON q.symbol = m.quote_id
+WHERE m.symbol = %s
+"""  # noqa: S608 - the models' names
+
+
+def _market_read(symbol: str) -> Market | None:
+    """The market and its base and quote assets (one prepared statement), or None."""
+    with sql.cursor() as cursor:
+        cursor.execute(_MARKET_SQL, [symbol])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    market_end, asset_width = len(_MARKET_NAMES), len(_ASSET_COLUMNS["b"][1])
+    market = sql.instance(Market, _MARKET_NAMES, row[:market_end])
+    market.base = sql.instance(Asset, _ASSET_COLUMNS["b"][1], row[market_end : market_end + asset_width])
+    market.quote = sql.instance(Asset, _ASSET_COLUMNS["q"][1], row[market_end + asset_width :])
+    return market
 
 
 def _batch_prepare(market: Market, events: list[Event]) -> _Batch:
     """Lock every order the batch touches, in primary-key order, and open the accounts it may move
     (two statements however many); the accounts are locked only when the batch writes them."""
     ids = sorted({oid for event in events for oid in order_ids(event)})
-    locked = Order.objects.select_for_update().filter(pk__in=ids).order_by("pk").defer(*_ORDER_FIELDS_UNUSED)
-    orders = {order.pk: order for order in locked}
+    with sql.cursor() as cursor:
+        cursor.execute(_ORDERS_LOCK_SQL, [ids])
+        orders = {row[0]: sql.instance(Order, _ORDER_NAMES, row) for row in cursor.fetchall()}
     for order in orders.values():
         if order.market_id == market.symbol:
             order.market = market  # what the checks and the releases read of it, without a query
@@ -396,6 +427,19 @@ def _batch_write(batch: _Batch) -> None:
     orders_settle_apply(orders=batch.changed.values())
 
 
+_CURSOR_COLUMNS, _CURSOR_NAMES = sql.select_list(SettlementCursor, "c")
+_CURSOR_SQL = f"SELECT {_CURSOR_COLUMNS} FROM {sql.table(SettlementCursor)} c WHERE c.market = %s"  # noqa: S608
+_CURSOR_SAVE_SQL = (
+    f"UPDATE {sql.table(SettlementCursor)} SET seq = %s, hash = %s, status = %s, updated_at = %s WHERE market = %s"  # noqa: S608
+)
+# The next events of a market after its cursor, in order; and marking a run of them settled.
+_EVENTS_SQL = f"""
+SELECT seq, hash, payload, received_at FROM {sql.table(EngineEvent)}
+WHERE market = %s AND seq > %s ORDER BY seq LIMIT %s
+"""  # noqa: S608 - the model's names
+_EVENTS_SETTLED_SQL = f"UPDATE {sql.table(EngineEvent)} SET settled_at = %s WHERE market = %s AND seq BETWEEN %s AND %s"  # noqa: S608
+
+
 class _Inboxed(NamedTuple):
     """What settling reads of an inbox row."""
 
@@ -416,10 +460,19 @@ def _cursor_lock(market: str) -> SettlementCursor:
     """
     with sql.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(hashtext('settlement'), hashtext(%s))", [market])
-    found = SettlementCursor.objects.filter(pk=market).first()
-    if found is None:  # a market nothing was received for yet
+        cursor.execute(_CURSOR_SQL, [market])
+        row = cursor.fetchone()
+    if row is None:  # a market nothing was received for yet
         found, _ = SettlementCursor.objects.get_or_create(market=market)
-    return found
+        return found
+    return sql.instance(SettlementCursor, _CURSOR_NAMES, row)
+
+
+def _cursor_save(cursor: SettlementCursor) -> None:
+    """Write back what a batch owns of the cursor: its position and status (`received_seq` is the
+    consumer's)."""
+    with sql.cursor() as db:
+        db.execute(_CURSOR_SAVE_SQL, [cursor.seq, cursor.hash, cursor.status, timezone.now(), cursor.market])
 
 
 def market_settle(*, market: str, limit: int | None = None) -> int:
@@ -438,12 +491,10 @@ def market_settle(*, market: str, limit: int | None = None) -> int:
         cursor = _cursor_lock(market)
         if cursor.status in (SettlementCursor.Status.BROKEN_CHAIN, SettlementCursor.Status.INCONSISTENT):
             return 0
-        rows = [
-            _Inboxed._make(row)
-            for row in EngineEvent.objects.filter(market=market, seq__gt=cursor.seq)
-            .order_by("seq")
-            .values_list(*_Inboxed._fields)[:limit]
-        ]
+        with sql.cursor() as db:
+            db.execute(_EVENTS_SQL, [market, cursor.seq, limit])
+            # Django reads jsonb as text, for JSONField to decode.
+            rows = [_Inboxed(seq, hash_, json.loads(payload), received) for seq, hash_, payload, received in db]
         if not rows:
             return 0
         if rows[0].seq != cursor.seq + 1:
@@ -469,7 +520,7 @@ def market_settle(*, market: str, limit: int | None = None) -> int:
             events.append((row, event))
 
         applied: list[_Inboxed] = []
-        market_obj = Market.objects.select_related("base", "quote").filter(pk=market).first() if events else None
+        market_obj = _market_read(market) if events else None
         if events and market_obj is None:
             _settlement_stop(cursor, Alert.Kind.UNKNOWN_REFERENCE, f"the database has no market {market}")
         elif events:
@@ -485,12 +536,11 @@ def market_settle(*, market: str, limit: int | None = None) -> int:
             _batch_write(batch)
         if applied:
             cursor.seq, cursor.hash = applied[-1].seq, applied[-1].hash
-            EngineEvent.objects.filter(market=market, seq__gte=applied[0].seq, seq__lte=cursor.seq).update(
-                settled_at=timezone.now()
-            )
+            with sql.cursor() as db:
+                db.execute(_EVENTS_SETTLED_SQL, [timezone.now(), market, applied[0].seq, cursor.seq])
         if cursor.status == SettlementCursor.Status.GAP:
             cursor.status = SettlementCursor.Status.OK
-        cursor.save(update_fields=["seq", "hash", "status", "updated_at"])
+        _cursor_save(cursor)
         return len(applied)
 
 

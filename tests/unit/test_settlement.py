@@ -321,6 +321,28 @@ def test_settling_a_crossing_pair_stays_within_the_batch_statement_budget(pipeli
     assert len(queries) <= SETTLE_BATCH_STATEMENTS
 
 
+def prepared_executions() -> int:
+    """How many times this connection has run a statement PostgreSQL holds prepared."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT coalesce(sum(generic_plans + custom_plans), 0) FROM pg_prepared_statements")
+        return cursor.fetchone()[0]
+
+
+def test_every_statement_of_a_settlement_batch_runs_prepared(pipeline, alice, bob):
+    # A statement built by the ORM is parsed and planned by PostgreSQL on every batch; settlement's
+    # statements are fixed text, prepared once per connection (`core.sql.cursor`).
+    place(alice, "sell", "sell", "50000", "0.01")
+    place(bob, "buy", "buy", "50000", "0.01")
+    pipeline.feed_outbox()
+    pipeline.deliver(pipeline.emitted)
+    before = prepared_executions()
+    with CaptureQueriesContext(connection) as queries:
+        assert market_settle(market="BTC_USDT") == 6
+    statements = [q["sql"] for q in queries if "SAVEPOINT" not in q["sql"]]
+    assert len(statements) >= 10
+    assert prepared_executions() - before == len(statements), statements
+
+
 def engine_output(markets: int, orders_per_market: int) -> list[bytes]:
     """What the engine emits for crossing orders in several markets (settlement's checks play no
     part in storing them)."""
