@@ -127,10 +127,40 @@ PROCESS_KINDS = (
 )
 
 
-def cpu_seconds() -> dict[str, float]:
-    """CPU time (user + system) used so far by each kind of process of the stack."""
+# The process kind each of the stack's processes gives its PostgreSQL connections as their
+# application name, `exchange-<EXCHANGE_PROCESS>` (the Procfile, exchange/settings.py).
+BACKEND_OWNERS = {
+    "api": "api",
+    "engine": "engine",
+    "relay": "relay",
+    "settlement": "settlement consumer",
+    "celery": "celery (settlement)",
+    "beat": "beat",
+    "custody": "custody",
+    "bench": "load generator",  # the benchmark's own connections (Sampler, CpuMeter)
+}
+
+
+def backend_owners(db: psycopg.Connection) -> dict[int, str]:
+    """The process kind each PostgreSQL backend of the stack works for, by its pid."""
+    rows = db.execute("SELECT pid, application_name FROM pg_stat_activity").fetchall()
+    names = {pid: (name or "").removeprefix("exchange-") for pid, name in rows}
+    return {pid: BACKEND_OWNERS[name] for pid, name in names.items() if name in BACKEND_OWNERS}
+
+
+# pid -> (kind, CPU seconds so far), as `process_cpu` reads them.
+Reading = dict[int, tuple[str, float]]
+
+
+def process_cpu(owners: dict[int, str] | None = None) -> Reading:
+    """Each process of the stack by pid: its kind, and the CPU time (user + system) it used so far,
+    with what its exited children used (PostgreSQL's backends that ended are counted in the
+    postmaster's). With `owners` (`backend_owners`), a PostgreSQL backend's kind is
+    `postgresql for <the kind it works for>`; `postgresql` keeps the rest: the server's own
+    processes, other clients' backends and backends that ended."""
+    owners = owners or {}
     ticks = os.sysconf("SC_CLK_TCK")
-    totals: dict[str, float] = {}
+    found: Reading = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -140,12 +170,75 @@ def cpu_seconds() -> dict[str, float]:
         except OSError:
             continue
         kind = next((name for needle, name in PROCESS_KINDS if needle in command), None)
+        if kind == "postgresql" and int(entry.name) in owners:
+            kind = f"postgresql for {owners[int(entry.name)]}"
         if kind is not None:
-            # utime + stime, and cutime + cstime: what its exited children used (PostgreSQL's
-            # backends that ended during the run are counted in the postmaster's).
-            used = sum(int(value) for value in fields[11:15])
-            totals[kind] = totals.get(kind, 0.0) + used / ticks
+            found[int(entry.name)] = (kind, sum(int(value) for value in fields[11:15]) / ticks)
+    return found
+
+
+def cpu_seconds() -> dict[str, float]:
+    """CPU time used so far by each kind of process of the stack (`process_cpu`, added up)."""
+    totals: dict[str, float] = {}
+    for kind, used in process_cpu().values():
+        totals[kind] = totals.get(kind, 0.0) + used
     return totals
+
+
+def cpu_used(before: Reading, after: Reading) -> dict[str, float]:
+    """The CPU seconds each kind of process used between two `process_cpu` readings, process by
+    process: a process's time goes to the kind it has in `after`. A process that ended in between
+    has all its time in its parent's count by `after`, so what it had used by `before` is taken
+    off again: off `postgresql` for a backend (the postmaster is its parent), off its own kind for
+    the others (gunicorn's and Celery's workers are children of their own kind)."""
+    used: dict[str, float] = {}
+    for pid, (kind, seconds) in after.items():
+        used[kind] = used.get(kind, 0.0) + seconds - before.get(pid, (kind, 0.0))[1]
+    for pid, (kind, seconds) in before.items():
+        if pid not in after:
+            parent = "postgresql" if kind.startswith("postgresql") else kind
+            used[parent] = used.get(parent, 0.0) - seconds
+    return used
+
+
+class CpuMeter(threading.Thread):
+    """The CPU each kind of process of the stack uses while a phase runs, in cores, with
+    PostgreSQL's backends counted for the processes they work for (`backend_owners`).
+
+    It reads every second: Django closes a connection after `CONN_MAX_AGE`, and a backend that
+    ended leaves the time it used since the last reading to `postgresql` (its parent's count)."""
+
+    def __init__(self, dsn: str) -> None:
+        super().__init__(daemon=True)
+        self.db = psycopg.connect(dsn, autocommit=True, application_name="exchange-bench")
+        self.owners: dict[int, str] = {}
+        self.used: dict[str, float] = {}
+        self.stopping = threading.Event()
+        self.last = self.read()
+        self.started = time.monotonic()
+
+    def read(self) -> Reading:
+        self.owners.update(backend_owners(self.db))
+        return process_cpu(self.owners)
+
+    def add(self) -> None:
+        reading = self.read()
+        for kind, seconds in cpu_used(self.last, reading).items():
+            self.used[kind] = self.used.get(kind, 0.0) + seconds
+        self.last = reading
+
+    def run(self) -> None:
+        while not self.stopping.wait(1.0):
+            self.add()
+
+    def finish(self) -> dict[str, float]:
+        """Stop; the cores each kind used since the meter was made."""
+        self.stopping.set()
+        self.join()
+        self.add()
+        self.db.close()
+        elapsed = time.monotonic() - self.started
+        return {kind: round(seconds / elapsed, 2) for kind, seconds in self.used.items()}
 
 
 class Sampler(threading.Thread):
@@ -157,7 +250,8 @@ class Sampler(threading.Thread):
         self.dsn, self.rows, self.stopped = dsn, [], threading.Event()
 
     def run(self) -> None:
-        with psycopg.connect(self.dsn, autocommit=True) as db:
+        # Named, so that its backend's CPU is counted as the load generator's (`backend_owners`).
+        with psycopg.connect(self.dsn, autocommit=True, application_name="exchange-bench") as db:
             while not self.stopped.wait(1.0):
                 backlog = db.execute(
                     "select coalesce(sum(received_seq - seq), 0) from settlement_settlementcursor"
@@ -614,10 +708,10 @@ def main() -> int:
     def phase(name: str, seconds: float, target: Callable[[int, float], None], threads: int = n) -> tuple[float, float]:
         if vacuumed:
             vacuum(args.dsn)
-        cpu_before, started = cpu_seconds(), time.time()
+        meter, started = CpuMeter(args.dsn), time.time()
+        meter.start()
         run_threads(name, seconds, target, threads, samples[name])
-        ended, cpu_after = time.time(), cpu_seconds()
-        cpu = {kind: round((cpu_after[kind] - cpu_before.get(kind, 0.0)) / (ended - started), 2) for kind in cpu_after}
+        ended, cpu = time.time(), meter.finish()
         phases[name] = {"started": started, "ended": ended, **summary(samples[name], started, ended), "cpu": cpu}
         loads.append(loadavg())
         return started, ended
