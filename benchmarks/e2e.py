@@ -637,8 +637,11 @@ def main() -> int:
     n = args.threads
 
     # Each thread has its own seller (even) and buyer (odd): a buy never meets its own trader's sell.
+    # The crossing phases (settle, latency) have traders of their own: the orders of the resting
+    # phases (orders, batch) stay open, and placing an order counts its owner's open orders for the
+    # open-order cap, so traders that held them would make every crossing order count thousands.
     run = uuid.uuid4().hex[:6]
-    traders = [Trader(args.base, f"e2e_{run}_{i}") for i in range(2 * n)]
+    traders = [Trader(args.base, f"e2e_{run}_{i}") for i in range(4 * n)]
     progress = Progress("setup", 0)
     for i, trader in enumerate(traders):
         progress.show(f"registering and funding {i + 1}/{len(traders)}")
@@ -650,7 +653,8 @@ def main() -> int:
         progress.show("waiting for custody to confirm the deposits")
         time.sleep(0.5)
     progress.close("traders funded")
-    sellers, buyers = traders[0::2], traders[1::2]
+    sellers, buyers = traders[0 : 2 * n : 2], traders[1 : 2 * n : 2]
+    crossing_sellers, crossing_buyers = traders[2 * n :: 2], traders[2 * n + 1 :: 2]
 
     phases: dict[str, dict] = {}
     samples = {name: Samples() for name in ("balances", "orders", "batch", "settle", "latency")}
@@ -681,8 +685,8 @@ def main() -> int:
 
     def crossing_batches(i: int, deadline: float) -> None:
         while time.monotonic() < deadline:
-            sell = samples["settle"].timed(lambda: sellers[i].batch("sell", CROSS_PRICE, args.batch_size))
-            buy = samples["settle"].timed(lambda: buyers[i].batch("buy", CROSS_PRICE, args.batch_size))
+            sell = samples["settle"].timed(lambda: crossing_sellers[i].batch("sell", CROSS_PRICE, args.batch_size))
+            buy = samples["settle"].timed(lambda: crossing_buyers[i].batch("buy", CROSS_PRICE, args.batch_size))
             if sell.status_code == buy.status_code == 200:
                 placed = [sum(r["status"] == 201 for r in answer.json()["results"]) for answer in (sell, buy)]
                 pairs["settle"][i] += min(placed)
@@ -695,8 +699,8 @@ def main() -> int:
                 wait = start + k * interval - time.monotonic()
                 if wait > 0:
                     time.sleep(wait)
-                sell = samples["latency"].timed(lambda: sellers[i % n].order("Sell", CROSS_PRICE))
-                buy = samples["latency"].timed(lambda: buyers[i % n].order("Buy", CROSS_PRICE))
+                sell = samples["latency"].timed(lambda: crossing_sellers[i % n].order("Sell", CROSS_PRICE))
+                buy = samples["latency"].timed(lambda: crossing_buyers[i % n].order("Buy", CROSS_PRICE))
                 if sell.status_code == buy.status_code == 201:
                     pairs["latency"][i] += 1
                 k += 1
