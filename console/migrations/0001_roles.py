@@ -9,6 +9,8 @@ migration has run (post_migrate), so this migration creates the ones it needs it
 content type, codename and name Django would give them; post_migrate then finds them present.
 """
 
+from functools import partial
+
 from django.db import migrations
 
 SUPPORT = (
@@ -116,14 +118,19 @@ def permission_get(apps, dotted):
     return permission
 
 
-def roles_grant(apps, added, *, grant=True):
-    """Give each role in `added` its permissions (take them back with grant=False): what the later
-    migrations that widen a role do, each with its own literal table."""
+def roles_grant(apps, schema_editor, *, added, grant=True):
+    """Give each role in `added` its permissions (take them back with grant=False)."""
     Group = apps.get_model("auth", "Group")
     for role, permissions in added.items():
         group = Group.objects.get(name=role)
         change = group.permissions.add if grant else group.permissions.remove
         change(*[permission_get(apps, dotted) for dotted in permissions])
+
+
+def roles_widening(added):
+    """The operation of a later migration that widens roles, each with its own literal table
+    `added`: the permissions granted, and taken back when the migration is reversed."""
+    return migrations.RunPython(partial(roles_grant, added=added), partial(roles_grant, added=added, grant=False))
 
 
 def roles_create(apps, schema_editor):

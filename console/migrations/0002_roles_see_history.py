@@ -6,6 +6,8 @@ from importlib import import_module
 
 from django.db import migrations
 
+roles_widening = import_module("console.migrations.0001_roles").roles_widening
+
 ADDED = {
     "finance": ("pghistory.view_events",),
     "markets": ("pghistory.view_events",),
@@ -18,14 +20,6 @@ ADDED = {
 }
 
 
-def roles_extend(apps, schema_editor):
-    import_module("console.migrations.0001_roles").roles_grant(apps, ADDED)
-
-
-def roles_shrink(apps, schema_editor):
-    import_module("console.migrations.0001_roles").roles_grant(apps, ADDED, grant=False)
-
-
 class Migration(migrations.Migration):
     dependencies = [
         ("console", "0001_roles"),
@@ -33,4 +27,4 @@ class Migration(migrations.Migration):
         ("pghistory", "0007_auto_20250421_0444"),
     ]
 
-    operations = [migrations.RunPython(roles_extend, roles_shrink)]
+    operations = [roles_widening(ADDED)]

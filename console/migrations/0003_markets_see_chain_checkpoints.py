@@ -5,15 +5,9 @@ from importlib import import_module
 
 from django.db import migrations
 
+roles_widening = import_module("console.migrations.0001_roles").roles_widening
+
 ADDED = {"markets": ("settlement.view_chaincheckpoint",)}
-
-
-def roles_extend(apps, schema_editor):
-    import_module("console.migrations.0001_roles").roles_grant(apps, ADDED)
-
-
-def roles_shrink(apps, schema_editor):
-    import_module("console.migrations.0001_roles").roles_grant(apps, ADDED, grant=False)
 
 
 class Migration(migrations.Migration):
@@ -22,4 +16,4 @@ class Migration(migrations.Migration):
         ("settlement", "0008_chain_checkpoint"),
     ]
 
-    operations = [migrations.RunPython(roles_extend, roles_shrink)]
+    operations = [roles_widening(ADDED)]
