@@ -24,6 +24,7 @@ from django.db.backends.utils import CursorDebugWrapper, CursorWrapper
 Column = tuple[str, str]
 
 
+@cache
 def table(model: type[models.Model]) -> str:
     return connection.ops.quote_name(model._meta.db_table)
 
@@ -63,17 +64,32 @@ def unnest_rows(columns: Sequence[Column], rows: Iterable[Sequence[object]], *, 
     values = [list(column) for column in zip(*rows, strict=True)] or [[] for _ in columns]
     if len(values) != len(columns):
         raise ValueError(f"rows of {len(values)} values for {len(columns)} columns")
+    return _unnest_text(tuple(columns), alias), values
+
+
+# The texts depend only on the table and the columns: built once, not for every placement.
+@cache
+def _names(columns: tuple[Column, ...]) -> str:
+    return ", ".join(connection.ops.quote_name(name) for name, _ in columns)
+
+
+@cache
+def _unnest_text(columns: tuple[Column, ...], alias: str) -> str:
     arrays = ", ".join(f"%b::{kind}[]" for _, kind in columns)
-    names = ", ".join(connection.ops.quote_name(name) for name, _ in columns)
-    return f"unnest({arrays}) AS {alias}({names})", values
+    return f"unnest({arrays}) AS {alias}({_names(columns)})"
+
+
+@cache
+def _insert_text(table: str, columns: tuple[Column, ...]) -> str:
+    names = _names(columns)
+    return f"INSERT INTO {table} ({names}) SELECT {names} FROM {_unnest_text(columns, 'u')}"  # noqa: S608 - callers' names
 
 
 def insert_sql(table: str, columns: Sequence[Column], rows: Sequence[Sequence[object]]) -> tuple[str, list]:
     """`(sql, params)` of one INSERT of `rows`, in their order, to run alone or as a step of a
     larger statement."""
-    source, params = unnest_rows(columns, rows)
-    names = ", ".join(connection.ops.quote_name(name) for name, _ in columns)
-    return f"INSERT INTO {table} ({names}) SELECT {names} FROM {source}", params  # noqa: S608 - callers' names
+    _, params = unnest_rows(columns, rows)
+    return _insert_text(table, tuple(columns)), params
 
 
 def rows_insert(

@@ -1,6 +1,7 @@
 """Writes to markets and orders. Each public function is one transaction; Kafka hears about it only
 after commit, through the outbox."""
 
+import operator
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -449,6 +450,7 @@ _ORDER_FIELDS = (
     "quantity", "quote_quantity", "filled", "filled_quote", "fee", "locked", "maker_fee_rate",
     "taker_fee_rate", "status", "reason", "resends", "created_at", "updated_at",
 )  # fmt: skip
+_ORDER_VALUES = operator.attrgetter(*(Order._meta.get_field(name).attname for name in _ORDER_FIELDS))
 _OUTBOX_FIELDS = ("topic", "key", "payload", "created_at", "attempts", "last_error")
 
 
@@ -462,7 +464,7 @@ def _placements_write(
     orders_sql, orders_params = sql.insert_sql(
         sql.table(Order),
         sql.columns(Order, _ORDER_FIELDS),
-        [[getattr(o, Order._meta.get_field(f).attname) for f in _ORDER_FIELDS] for o in orders],
+        [_ORDER_VALUES(o) for o in orders],
     )
     outbox_sql, outbox_params = sql.insert_sql(
         sql.table(OutboxMessage),
@@ -485,26 +487,30 @@ def _placements_write(
 
 
 def _plans_make(requests: list[OrderRequest], markets: dict[str, list[str]]) -> list[_Plan | ExchangeError]:
-    """Each request checked against its market as it is now, or the error that refuses it."""
+    """Each request checked against its market as it is now, or the error that refuses it. The
+    requests of one market share its one instance: a batch names few markets."""
     plans: list[_Plan | ExchangeError] = []
+    built: dict[str, Market] = {}
     for request in requests:
-        row = markets.get(request.symbol)
-        if row is None:
-            plans.append(InvalidRequest("unknown_symbol", f"No market {request.symbol!r}.", field="symbol"))
-            continue
-        base, quote, *amounts, status = row
-        tick_size, lot_size, min_notional, maker_fee, taker_fee = (Decimal(amount) for amount in amounts)
-        market = Market(
-            symbol=request.symbol,
-            base_id=base,
-            quote_id=quote,
-            tick_size=tick_size,
-            lot_size=lot_size,
-            min_notional=min_notional,
-            maker_fee=maker_fee,
-            taker_fee=taker_fee,
-            status=status,
-        )
+        market = built.get(request.symbol)
+        if market is None:
+            row = markets.get(request.symbol)
+            if row is None:
+                plans.append(InvalidRequest("unknown_symbol", f"No market {request.symbol!r}.", field="symbol"))
+                continue
+            base, quote, *amounts, status = row
+            tick_size, lot_size, min_notional, maker_fee, taker_fee = (Decimal(amount) for amount in amounts)
+            market = built[request.symbol] = Market(
+                symbol=request.symbol,
+                base_id=base,
+                quote_id=quote,
+                tick_size=tick_size,
+                lot_size=lot_size,
+                min_notional=min_notional,
+                maker_fee=maker_fee,
+                taker_fee=taker_fee,
+                status=status,
+            )
         try:
             plans.append(_order_plan(request, market))
         except ExchangeError as exc:
