@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run up down status services test test-fast test-faults lint bench bench-admin bench-reconcile bench-e2e bench-api bench-stages bench-profile browser screenshots reset clean
+.PHONY: install run up down status services test test-fast test-faults lint bench bench-admin bench-reconcile bench-e2e bench-api bench-stages bench-profile bench-poll browser screenshots reset clean
 
 $(STAMP): requirements.txt package-lock.json
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -105,6 +105,11 @@ bench-profile: install
 ## on DATABASE_URL's server and the broker `make up` starts).
 bench-stages: install
 	$(PY) benchmarks/stages.py
+
+## What a Kafka consumer's poll costs on the running broker and how soon it hands over a message: blocking
+## polls against the Poller the workers use (benchmarks/kafka_poll.py; a topic of its own, deleted after).
+bench-poll: install
+	$(PY) benchmarks/kafka_poll.py
 
 ## Delete every order, balance and trade of the local exchange (refused with EXCHANGE_ENV=production).
 reset: install

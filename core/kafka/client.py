@@ -137,9 +137,10 @@ class Poller:
     """Reads batches from a consumer without burning a core while there is nothing to read.
 
     kafka-python's blocking `poll(timeout_ms=...)` spins on a broker that answers empty fetches at
-    once instead of holding them (measured here: about 45% of a core for an idle consumer), so the
-    workers poll without blocking and sleep themselves between empty polls, 5 ms doubling to 50 ms.
-    A message that arrives while the worker is idle waits at most that long.
+    once instead of holding them for `fetch_max_wait_ms` (`make bench-poll`: about 0.9 of a core for
+    one idle consumer on the development broker), so the workers poll without blocking and sleep
+    themselves between empty polls, 5 ms doubling to 50 ms. A message that arrives while the worker
+    is idle waits at most that long.
     """
 
     _FIRST_PAUSE, _LONGEST_PAUSE = 0.005, 0.05
