@@ -269,9 +269,11 @@ class LedgerEntry(models.Model):
 
 class LedgerLine(models.Model):
     entry = models.ForeignKey(LedgerEntry, on_delete=models.PROTECT, related_name="lines")
-    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="lines")
-    # Copied from the account so that "the ledger sums to zero per asset" is one indexed query.
-    asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="+")
+    # Indexed by (account, entry) below.
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="lines", db_index=False)
+    # Copied from the account so that "the ledger sums to zero per asset" is one indexed query (the
+    # index on (asset) below).
+    asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="+", db_index=False)
     amount = AmountField()
 
     class Meta:
@@ -287,8 +289,11 @@ class LedgerLine(models.Model):
 class DepositAddress(models.Model):
     """Where a user sends an asset: issued once by the custody adapter, then always the same."""
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="deposit_addresses")
-    asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="deposit_addresses")
+    # Indexed by their unique constraints below, (user, asset) and (asset, address).
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="deposit_addresses", db_index=False
+    )
+    asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="deposit_addresses", db_index=False)
     address = models.CharField(max_length=128)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -324,6 +329,7 @@ class Deposit(models.Model):
         on_delete=models.PROTECT,
         related_name="deposits",
         help_text="Empty while custody's deposit matches no user's address.",
+        db_index=False,  # indexed by (user, -id) below
     )
     asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="deposits")
     amount = AmountField(help_text="Custody's amount once it has reported the transfer, else the declared one.")
@@ -398,7 +404,10 @@ class Withdrawal(models.Model):
     # An operator may reject until custody has the withdrawal.
     REJECTABLE_STATUSES = (Status.REQUESTED, Status.APPROVED, Status.SECOND_APPROVED)
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="withdrawals")
+    # Indexed by (user, asset, created_at) below.
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="withdrawals", db_index=False
+    )
     asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="withdrawals")
     amount = AmountField(help_text="What reaches the address.")
     fee = AmountField(default=Decimal(0), help_text="Charged on top of the amount.")
@@ -570,7 +579,8 @@ class UserRestriction(models.Model):
 class IdempotencyKey(models.Model):
     """The first answer to a request sent with an `Idempotency-Key` header, to give again on a repeat."""
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    # Indexed by the unique (user, scope, key) below.
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False)
     scope = models.CharField(max_length=32, help_text="Which endpoint the key belongs to.")
     key = models.CharField(max_length=255)
     request_hash = models.CharField(max_length=64)

@@ -88,8 +88,9 @@ class Order(models.Model):
     LIVE_STATUSES = (Status.PENDING, Status.OPEN, Status.PARTIALLY_FILLED)
     FINAL_STATUSES = (Status.FILLED, Status.CANCELLED, Status.REJECTED)
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="orders")
-    market = models.ForeignKey(Market, on_delete=models.PROTECT, related_name="orders")
+    # Indexed by (user, status), (market, status) and the unique (user, cid) below.
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="orders", db_index=False)
+    market = models.ForeignKey(Market, on_delete=models.PROTECT, related_name="orders", db_index=False)
     cid = models.CharField(max_length=32)
     side = models.CharField(max_length=4, choices=Side.choices)
     order_type = models.CharField(max_length=8, choices=Type.choices)

@@ -104,7 +104,8 @@ class ConsumerOffset(models.Model):
 
 
 class Trade(models.Model):
-    market = models.ForeignKey(Market, on_delete=models.PROTECT, related_name="trades")
+    # Indexed by the unique (market, seq) below; buyer and seller by (buyer, -id) and (seller, -id).
+    market = models.ForeignKey(Market, on_delete=models.PROTECT, related_name="trades", db_index=False)
     seq = models.BigIntegerField(help_text="Sequence number of the engine event that made this trade.")
     price = AmountField()
     quantity = AmountField()
@@ -112,8 +113,8 @@ class Trade(models.Model):
     taker_side = models.CharField(max_length=4, choices=Order.Side.choices)
     buy_order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="buy_trades")
     sell_order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="sell_trades")
-    buyer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
-    seller = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    buyer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", db_index=False)
+    seller = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", db_index=False)
     buyer_fee = AmountField(help_text="In the base asset.")
     seller_fee = AmountField(help_text="In the quote asset.")
     executed_at = models.DateTimeField(help_text="Time of the order that took liquidity.")
