@@ -538,7 +538,7 @@ def table(result: dict) -> Iterator[str]:
         f"| accepted → settled at {fixed['rate']:.0f} crossing orders/s asked ({fixed['sent_per_s']:,.0f} sent/s) "
         f"| p50 / p99 {ms(stage['latency']['accepted_to_settled_ms'])} ms | p99 < 250 ms |"
     )
-    for name in ("orders", "batch", "settle", "latency"):
+    for name in [phase for phase in phases if phase != "balances"]:  # in the order they ran
         figures = stage[name]
         yield (
             f"| stages, {name} phase: outbox → Kafka p50 / p99 | {ms(figures['outbox_ms'])} ms "
