@@ -562,7 +562,7 @@ def _gap_check(cursor: SettlementCursor, first_waiting: _Inboxed) -> None:
         return
     if cursor.status != SettlementCursor.Status.GAP:
         cursor.status = SettlementCursor.Status.GAP
-        cursor.save(update_fields=["status", "updated_at"])
+        _cursor_save(cursor)
     alert_raise(
         kind=Alert.Kind.SEQUENCE_GAP,
         market=cursor.market,
