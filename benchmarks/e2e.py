@@ -788,15 +788,16 @@ def main() -> int:
         ("batch", batch_phase, False),
         ("settle", settle_phase, True),
     ]
+    # `--only`: a part of the run, for comparing settings side by side; nothing is written to docs/.
     only = [name for name in args.only.split(",") if name]
+    for name, run, starts_drained in steps:
+        if only and name not in only:
+            continue
+        if starts_drained:
+            drained("drain")
+        run()
+    sampler.stopped.set()
     if only:
-        # A part of the run, for comparing settings side by side: nothing is written to docs/.
-        for name, run, starts_drained in steps:
-            if name in only:
-                if starts_drained:
-                    drained("drain")
-                run()
-        sampler.stopped.set()
         report = {
             name: {k: v for k, v in figures.items() if k not in ("started", "ended")}
             for name, figures in phases.items()
@@ -806,11 +807,6 @@ def main() -> int:
                 report[name]["stages"] = stages(args.dsn, phases[name]["started"], phases[name]["ended"])
         print(json.dumps(report, indent=1))
         return 0
-    for _, run, starts_drained in steps:
-        if starts_drained:
-            drained("drain")
-        run()
-    sampler.stopped.set()
 
     result = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -42,7 +42,7 @@ from core.kafka import client, topics  # noqa: E402
 
 def consumer(topic: str, **overrides: object) -> KafkaConsumer:
     """A consumer of the topic's one partition, at its end, with the exchange's settings."""
-    found = KafkaConsumer(**client.consumer_options(group_id=None, **overrides))
+    found = client.consumer(**overrides)
     partition = TopicPartition(topic, 0)
     found.assign([partition])
     found.seek_to_end(partition)
