@@ -284,10 +284,17 @@ KAFKA = {
         "enable_auto_commit": False,
         "max_poll_records": env.int("KAFKA_MAX_POLL_RECORDS", default=500),
         "request_timeout_ms": env.int("KAFKA_CONSUMER_REQUEST_TIMEOUT_MS", default=30_000),
-        "fetch_max_wait_ms": 50,
+        # How long the broker may hold a fetch that finds nothing (kafka-python's and Kafka's default
+        # is 500). The development broker answers at once whatever this says.
+        "fetch_max_wait_ms": env.int("KAFKA_FETCH_MAX_WAIT_MS", default=500 if PRODUCTION else 50),
         "bootstrap_timeout_ms": env.int("KAFKA_BOOTSTRAP_TIMEOUT_MS", default=5_000),
         "metrics_enabled": False,
     },
+    # How the matching worker and the settlement consumer wait for messages (core.kafka.client.Poller):
+    # 0 polls without blocking and sleeps between empty polls, for the development broker, which
+    # answers an empty fetch at once; above 0 blocks in `poll` up to that many milliseconds, for a
+    # Kafka cluster, which holds an empty fetch until a message comes.
+    "POLL_WAIT_MS": env.int("KAFKA_POLL_WAIT_MS", default=100 if PRODUCTION else 0),
     # Seconds the outbox relay waits for the broker to acknowledge a batch before sending the rest again.
     "PUBLISH_TIMEOUT": env.float("KAFKA_PUBLISH_TIMEOUT", default=2.0),
 }

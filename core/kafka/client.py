@@ -136,21 +136,31 @@ def consumer(**overrides: object) -> KafkaConsumer:
 class Poller:
     """Reads batches from a consumer without burning a core while there is nothing to read.
 
-    kafka-python's blocking `poll(timeout_ms=...)` spins on a broker that answers empty fetches at
-    once instead of holding them for `fetch_max_wait_ms` (`make bench-poll`: about 0.9 of a core for
-    one idle consumer on the development broker), so the workers poll without blocking and sleep
-    themselves between empty polls, 5 ms doubling to 50 ms. A message that arrives while the worker
-    is idle waits at most that long.
+    Two ways, chosen by `KAFKA_POLL_WAIT_MS` (settings.KAFKA["POLL_WAIT_MS"]):
+
+    - 0 (outside production): poll without blocking and sleep between empty polls, 5 ms doubling to
+      50 ms. kafka-python's blocking `poll(timeout_ms=...)` spins on a broker that answers empty
+      fetches at once instead of holding them for `fetch_max_wait_ms`, as the development broker
+      does (`make bench-poll`: about 0.9 of a core for one idle consumer). A message that arrives
+      while the worker sleeps waits up to that long, and for the poll after next.
+    - above 0 (100 in production): block in `poll` for up to that many milliseconds, for a broker
+      that holds an empty fetch until a message comes or `fetch_max_wait_ms` passes, as Kafka does:
+      the worker has a message as soon as the broker answers, and an idle worker costs almost
+      nothing. Each return of `poll` lets the worker do its housekeeping (snapshots, shutdown), so
+      the wait bounds how late that can be.
     """
 
     _FIRST_PAUSE, _LONGEST_PAUSE = 0.005, 0.05
 
-    def __init__(self, consumer: KafkaConsumer, *, max_records: int) -> None:
+    def __init__(self, consumer: KafkaConsumer, *, max_records: int, wait_ms: int | None = None) -> None:
         self.consumer = consumer
         self.max_records = max_records
+        self.wait_ms = settings.KAFKA["POLL_WAIT_MS"] if wait_ms is None else wait_ms
         self._pause = self._FIRST_PAUSE
 
     def poll(self) -> dict:
+        if self.wait_ms:
+            return self.consumer.poll(timeout_ms=self.wait_ms, max_records=self.max_records)
         batch = self.consumer.poll(timeout_ms=0, max_records=self.max_records)
         if batch:
             self._pause = self._FIRST_PAUSE

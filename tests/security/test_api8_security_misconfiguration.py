@@ -90,6 +90,17 @@ def test_the_development_secret_key_is_generated_per_checkout_and_kept(tmp_path)
     assert stat.S_IMODE(kept.stat().st_mode) == 0o600
 
 
+def test_production_workers_block_in_poll_and_development_ones_sleep(tmp_path) -> None:
+    # A Kafka cluster holds an empty fetch, so production's workers wait in `poll`; the development
+    # broker answers one at once, and a blocking poll would spin on it.
+    kafka = "KAFKA"
+    production = settings_of(production_environment(tmp_path / "production"), kafka)[kafka]
+    development = settings_of(base_environment(tmp_path / "development"), kafka)[kafka]
+
+    assert (production["POLL_WAIT_MS"], production["CONSUMER"]["fetch_max_wait_ms"]) == (100, 500)
+    assert (development["POLL_WAIT_MS"], development["CONSUMER"]["fetch_max_wait_ms"]) == (0, 50)
+
+
 def test_the_development_metrics_token_is_generated_per_checkout(tmp_path) -> None:
     token = settings_of(base_environment(tmp_path), "METRICS_TOKEN")["METRICS_TOKEN"]
     kept = tmp_path / "metrics-token"

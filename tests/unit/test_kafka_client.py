@@ -4,6 +4,8 @@ once, no sensors that nothing reads; and the partition each market goes to is st
 import os
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -140,3 +142,65 @@ def test_developments_retention_is_an_hour_or_ten_snapshot_intervals():
         done = settings_of({"ENGINE_SNAPSHOT_SECONDS": snapshots, "KAFKA_RETENTION_MS": None})
         assert done.returncode == 0, done.stderr[-2000:]
         assert done.stdout.split()[-1] == retention
+
+
+def at_end(topic: str, partitions: int):
+    consumer = client.consumer()
+    consumer.assign([TopicPartition(topic, p) for p in range(partitions)])
+    consumer.seek_to_end()
+    consumer.poll(timeout_ms=0)
+    return consumer
+
+
+def no_sleep(seconds: float) -> None:
+    raise AssertionError(f"a blocking Poller slept {seconds} s itself")
+
+
+@pytest.mark.services
+def test_a_blocking_poller_hands_over_a_message_sent_while_it_waits(topic, monkeypatch):
+    consumer = at_end(topic, 5)
+    monkeypatch.setattr(client.time, "sleep", no_sleep)
+    poller = client.Poller(consumer, max_records=10, wait_ms=5000)
+    sender = threading.Timer(0.3, lambda: client.producer().send(topic, key=b"BTC_USDT", value=b"late").get(10))
+    sender.start()
+    started = time.monotonic()
+    try:
+        batch = poller.poll()
+    finally:
+        sender.join()
+        consumer.close()
+    assert [record.value for records in batch.values() for record in records] == [b"late"]
+    assert 0.25 < time.monotonic() - started < 4
+
+
+@pytest.mark.services
+def test_a_blocking_poller_comes_back_empty_after_its_wait(topic, monkeypatch):
+    consumer = at_end(topic, 5)
+    monkeypatch.setattr(client.time, "sleep", no_sleep)
+    started = time.monotonic()
+    try:
+        assert client.Poller(consumer, max_records=10, wait_ms=300).poll() == {}
+    finally:
+        consumer.close()
+    assert 0.25 < time.monotonic() - started < 3
+
+
+@pytest.mark.services
+def test_a_sleeping_poller_pauses_longer_while_empty_and_not_after_a_message(topic, monkeypatch):
+    consumer = at_end(topic, 5)
+    pauses = []
+    monkeypatch.setattr(client.time, "sleep", pauses.append)
+    poller = client.Poller(consumer, max_records=10, wait_ms=0)
+    try:
+        for _ in range(6):
+            assert poller.poll() == {}
+        client.producer().send(topic, key=b"BTC_USDT", value=b"x").get(10)
+        deadline = time.monotonic() + 10
+        while not (batch := poller.poll()) and time.monotonic() < deadline:
+            pass
+        assert batch
+        poller.poll()
+    finally:
+        consumer.close()
+    assert pauses[:6] == [0.005, 0.01, 0.02, 0.04, 0.05, 0.05]
+    assert pauses[-1] == 0.005  # the first empty poll after a message pauses the shortest time again
