@@ -106,8 +106,8 @@ bench-profile: install
 bench-stages: install
 	$(PY) benchmarks/stages.py
 
-## What a Kafka consumer's poll costs on the running broker and how soon it hands over a message: blocking
-## polls against the Poller the workers use (benchmarks/kafka_poll.py; a topic of its own, deleted after).
+## What a Kafka consumer's poll costs on the running broker and how soon it hands over a message, idle and
+## with messages flowing: blocking polls against the Poller (benchmarks/kafka_poll.py; topics of its own).
 bench-poll: install
 	$(PY) benchmarks/kafka_poll.py
 
