@@ -152,14 +152,22 @@ def at_end(topic: str, partitions: int):
     return consumer
 
 
-def no_sleep(seconds: float) -> None:
-    raise AssertionError(f"a blocking Poller slept {seconds} s itself")
+def polls_asked(consumer, monkeypatch) -> list[int]:
+    """The `timeout_ms` of each `poll` the consumer is asked for, from now on."""
+    asked, poll = [], consumer.poll
+
+    def recording(*, timeout_ms: int, max_records: int) -> dict:
+        asked.append(timeout_ms)
+        return poll(timeout_ms=timeout_ms, max_records=max_records)
+
+    monkeypatch.setattr(consumer, "poll", recording)
+    return asked
 
 
 @pytest.mark.services
 def test_a_blocking_poller_hands_over_a_message_sent_while_it_waits(topic, monkeypatch):
     consumer = at_end(topic, 5)
-    monkeypatch.setattr(client.time, "sleep", no_sleep)
+    asked = polls_asked(consumer, monkeypatch)
     poller = client.Poller(consumer, max_records=10, wait_ms=5000)
     sender = threading.Timer(0.3, lambda: client.producer().send(topic, key=b"BTC_USDT", value=b"late").get(10))
     sender.start()
@@ -171,18 +179,20 @@ def test_a_blocking_poller_hands_over_a_message_sent_while_it_waits(topic, monke
         consumer.close()
     assert [record.value for records in batch.values() for record in records] == [b"late"]
     assert 0.25 < time.monotonic() - started < 4
+    assert asked == [5000]  # one poll that waited for the message, no sleeping of the Poller's own
 
 
 @pytest.mark.services
 def test_a_blocking_poller_comes_back_empty_after_its_wait(topic, monkeypatch):
     consumer = at_end(topic, 5)
-    monkeypatch.setattr(client.time, "sleep", no_sleep)
+    asked = polls_asked(consumer, monkeypatch)
     started = time.monotonic()
     try:
         assert client.Poller(consumer, max_records=10, wait_ms=300).poll() == {}
     finally:
         consumer.close()
     assert 0.25 < time.monotonic() - started < 3
+    assert asked == [300]
 
 
 @pytest.mark.services
