@@ -21,7 +21,9 @@ def fresh_cache():
     caches["default"].clear()
 
 
-def test_too_many_requests_get_a_429_json_error(btc_usdt, make_user, client_for, monkeypatch, fresh_cache):
+def test_too_many_requests_get_a_429_json_error(
+    btc_usdt, make_user, client_for, monkeypatch, fresh_cache, throttle_window
+):
     # DRF reads the rates once, when the throttle classes are defined.
     monkeypatch.setattr(UserRateThrottle, "THROTTLE_RATES", {**UserRateThrottle.THROTTLE_RATES, "user": "3/minute"})
     client = client_for(make_user())

@@ -38,7 +38,7 @@ def trader(btc_usdt, make_user, fund):
 
 
 @pytest.fixture
-def limits(monkeypatch):
+def limits(monkeypatch, throttle_window):
     """`limits(user=..., orders=...)`: rates for this test (DRF reads them when the classes are defined)."""
 
     def set_rates(**rates: str) -> None:

@@ -56,7 +56,7 @@ def an_address() -> str:
 
 
 @pytest.fixture
-def anon_limit(monkeypatch) -> None:
+def anon_limit(monkeypatch, throttle_window) -> None:
     # DRF reads the rates once, when the throttle classes are defined.
     monkeypatch.setattr(AnonRateThrottle, "THROTTLE_RATES", {**AnonRateThrottle.THROTTLE_RATES, "anon": "3/minute"})
 
@@ -84,7 +84,7 @@ def test_behind_one_trusted_proxy_the_right_most_address_is_the_client(settings,
     assert api.get("/api/markets/", HTTP_X_FORWARDED_FOR=an_address()).status_code == 200
 
 
-def test_the_token_login_throttle_counts_by_the_same_address(settings, monkeypatch) -> None:
+def test_the_token_login_throttle_counts_by_the_same_address(settings, monkeypatch, throttle_window) -> None:
     monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {**ScopedRateThrottle.THROTTLE_RATES, "auth": "2/minute"})
     settings.TRUSTED_PROXY_COUNT = 0
     api = APIClient(REMOTE_ADDR=an_address())
