@@ -292,13 +292,6 @@ def vacuum(dsn: str) -> None:
         db.execute(f"VACUUM (ANALYZE) {', '.join(HOT_TABLES)}")
 
 
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 class Progress:
     """A one-line progress bar on stderr, by elapsed time, or by the share of the work `done`."""
 
@@ -340,8 +333,8 @@ def summary(samples: Samples, started: float, ended: float) -> dict:
         "seconds": round(ended - started, 2),
         "per_s": round(len(ok) / (ended - started), 1),
         "orders_per_s": round(sum(placed for *_, placed in samples.rows) / (ended - started), 1),
-        "p50_ms": round(percentile(ok, 0.5) * 1000, 1),
-        "p99_ms": round(percentile(ok, 0.99) * 1000, 1),
+        "p50_ms": round(load.percentile(ok, 0.5) * 1000, 1),
+        "p99_ms": round(load.percentile(ok, 0.99) * 1000, 1),
         "statuses": statuses,
     }
 
@@ -462,9 +455,9 @@ def plot(path: Path, phases: dict, samples: dict[str, Samples], stages_per_secon
                 seconds.setdefault(int(at - zero), []).append(elapsed * 1000)
         xs = sorted(seconds)
         rates.plot(xs, [len(seconds[x]) for x in xs], lw=1, color=colour, label=f"API requests/s ({name})")
-        latency.plot(xs, [percentile(seconds[x], 0.5) for x in xs], lw=1, color=colour, label=f"p50 ({name})")
+        latency.plot(xs, [load.percentile(seconds[x], 0.5) for x in xs], lw=1, color=colour, label=f"p50 ({name})")
         latency.plot(
-            xs, [percentile(seconds[x], 0.99) for x in xs], lw=0.6, ls="--", color=colour, label=f"p99 ({name})"
+            xs, [load.percentile(seconds[x], 0.99) for x in xs], lw=0.6, ls="--", color=colour, label=f"p99 ({name})"
         )
     for index, (label, rows) in enumerate(stages_per_second.items(), start=len(samples)):
         counts = dict(rows)
@@ -750,7 +743,7 @@ def main() -> int:
             trades=trades,
             visible_after_s=round(visible - ended, 2),
             trades_per_s=round(trades / (visible - started), 1),
-            settled_per_s_median=percentile(per_second, 0.5) if per_second else 0,
+            settled_per_s_median=load.percentile(per_second, 0.5) if per_second else 0,
             backlog_start=inside[0][1] if inside else 0,
             backlog_end=inside[-1][1] if inside else 0,
             pending_start=inside[0][3] if inside else 0,

@@ -42,6 +42,7 @@ django.setup()
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition  # noqa: E402
 from kafka.admin import NewTopic  # noqa: E402
+from load import percentile  # noqa: E402 - benchmarks/load.py, beside this script
 
 from core.kafka import client, topics  # noqa: E402
 
@@ -128,12 +129,12 @@ def main() -> int:
             waits = handover(producer, topic, args.messages, lambda c=blocking: c.poll(timeout_ms=500))
             rows.append((f"blocking `poll(timeout_ms=500)`, fetch_max_wait_ms {wait}", cores, polls, waits))
             blocking.close()
-            fed = consumer(flowing, partitions, fetch_max_wait_ms=wait)
-            measured = flow(flowing, partitions, args.rate, args.flow_seconds, lambda c=fed: c.poll(timeout_ms=100))
+            fed = client.Poller(consumer(flowing, partitions, fetch_max_wait_ms=wait), max_records=500, wait_ms=100)
+            measured = flow(flowing, partitions, args.rate, args.flow_seconds, fed.poll)
             flows.append((f"blocking `poll(timeout_ms=100)`, fetch_max_wait_ms {wait}", *measured))
-            fed.close()
+            fed.consumer.close()
         plain = consumer(topic)
-        poller = client.Poller(plain, max_records=500)
+        poller = client.Poller(plain, max_records=500, wait_ms=0)
         cores, polls = idle_cpu(args.idle_seconds, poller.poll)
         waits = handover(producer, topic, args.messages, poller.poll)
         rows.append(("`Poller` (no wait, then 5 ms doubling to 50 ms)", cores, polls, waits))
@@ -157,11 +158,9 @@ def main() -> int:
     )
     print("| --- | --- | --- | --- | --- |")
     for label, cores, polls, delays in flows:
-        delays.sort()
-        p50, p99 = delays[len(delays) // 2], delays[min(int(len(delays) * 0.99), len(delays) - 1)]
         print(
             f"| {label} | {cores:.2f} | {polls / (args.flow_seconds + 0.5):,.0f} | {len(delays):,} "
-            f"| {p50:.1f} / {p99:.1f} |"
+            f"| {percentile(delays, 0.5):.1f} / {percentile(delays, 0.99):.1f} |"
         )
     return 0
 

@@ -64,6 +64,9 @@ class Results:
 
 
 def percentile(values: list[float], q: float) -> float:
+    """The value below which the fraction `q` of `values` lies (nearest rank); NaN for none."""
+    if not values:
+        return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
