@@ -61,10 +61,15 @@ def unnest_rows(columns: Sequence[Column], rows: Iterable[Sequence[object]], *, 
     The arrays travel in binary (`%b`): their text form is built in Python, each element quoted and
     escaped (every quote of a JSON document, match by match), which cost the consumer's store more
     than half of its CPU. A jsonb column's values are wrapped in psycopg's `Jsonb`."""
+    return _unnest_text(tuple(columns), alias), _column_values(columns, rows)
+
+
+def _column_values(columns: Sequence[Column], rows: Iterable[Sequence[object]]) -> list[list]:
+    """One list per column of `rows`' values."""
     values = [list(column) for column in zip(*rows, strict=True)] or [[] for _ in columns]
     if len(values) != len(columns):
         raise ValueError(f"rows of {len(values)} values for {len(columns)} columns")
-    return _unnest_text(tuple(columns), alias), values
+    return values
 
 
 # The texts depend only on the table and the columns: built once, not for every placement.
@@ -88,8 +93,7 @@ def _insert_text(table: str, columns: tuple[Column, ...]) -> str:
 def insert_sql(table: str, columns: Sequence[Column], rows: Sequence[Sequence[object]]) -> tuple[str, list]:
     """`(sql, params)` of one INSERT of `rows`, in their order, to run alone or as a step of a
     larger statement."""
-    _, params = unnest_rows(columns, rows)
-    return _insert_text(table, tuple(columns)), params
+    return _insert_text(table, tuple(columns)), _column_values(columns, rows)
 
 
 def rows_insert(
